@@ -1,0 +1,66 @@
+"""The ``pybuild`` command line: argument parsing, exit codes, wiring.
+
+Subcommands live in ``builder.commands``: each module there defines
+``register(subparsers)`` which adds its parsers and sets ``func`` (a callable
+taking the parsed ``argparse.Namespace`` and returning an exit status).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from builder import __version__
+from builder.errors import PybuildError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pybuild", description="Build OCI images from Dockerfiles."
+    )
+    parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="state directory (default $PYBUILD_ROOT, /var/lib/pybuild for root, "
+        "else $XDG_DATA_HOME/pybuild)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import builder.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"builder.commands.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # `pybuild PATH` is shorthand for `pybuild build PATH`.
+    known = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()
+    if argv and not argv[0].startswith("-") and argv[0] not in known and "build" in known:
+        argv.insert(0, "build")
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except PybuildError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
