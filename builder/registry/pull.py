@@ -1,0 +1,167 @@
+"""Pull: tag → manifest (or index → the platform's manifest) → config and layers into the store.
+
+Every byte is verified against its descriptor's digest and size before the store keeps
+it (the store verifies again on ``put_blob``); blobs already present are skipped;
+layers download in parallel.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Protocol
+
+from builder.registry.client import INDEX_TYPES, MANIFEST_TYPES, Manifest, RepositoryClient
+from builder.registry.errors import UnsupportedManifestError, VerificationError
+from builder.registry.platform import Platform, host_platform, platform_of, select_manifest
+from builder.registry.reference import Reference, parse_reference
+from builder.registry.sources import BlobSources
+from builder.registry.transport import RegistryOptions, Transport
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 8
+# A declared size above this is hostile, not an image layer.
+MAX_BLOB_SIZE = 1 << 40
+_DIGEST_RE = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
+
+
+class BlobSink(Protocol):
+    """What pull needs from the content store."""
+
+    def has_blob(self, digest: str) -> bool: ...
+
+    def put_blob(self, stream: BinaryIO, expected_digest: str, expected_size: int): ...
+
+
+@dataclass(frozen=True)
+class BlobDescriptor:
+    """A validated content descriptor from a manifest."""
+
+    media_type: str
+    digest: str
+    size: int
+
+
+@dataclass
+class PulledImage:
+    """What a pull produced: the platform manifest, its config and layers, and the index if any."""
+
+    reference: Reference
+    manifest: Manifest
+    config: BlobDescriptor
+    layers: list[BlobDescriptor]
+    platform: Platform | None
+    index: Manifest | None = None
+    downloaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def digest(self) -> str:
+        """The digest to pin this pull with (the index's if the tag named one)."""
+        return (self.index or self.manifest).digest
+
+
+def parse_descriptor(obj: object, where: str) -> BlobDescriptor:
+    if not isinstance(obj, dict):
+        raise VerificationError(f"{where}: descriptor is not an object")
+    digest, size, media = obj.get("digest"), obj.get("size"), obj.get("mediaType", "")
+    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+        raise VerificationError(f"{where}: invalid digest {str(digest)[:80]!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or size > MAX_BLOB_SIZE:
+        raise VerificationError(f"{where}: invalid size {str(size)[:40]!r} for {digest[:19]}")
+    if not isinstance(media, str):
+        raise VerificationError(f"{where}: invalid mediaType")
+    return BlobDescriptor(media, digest, size)
+
+
+def parse_image_manifest(manifest: Manifest, where: str) -> tuple[BlobDescriptor, list[BlobDescriptor]]:
+    doc = json.loads(manifest.content)
+    if doc.get("schemaVersion") != 2:
+        raise UnsupportedManifestError(f"{where}: unsupported schemaVersion {doc.get('schemaVersion')!r}")
+    config = parse_descriptor(doc.get("config"), f"{where} config")
+    layers_raw = doc.get("layers")
+    if not isinstance(layers_raw, list):
+        raise VerificationError(f"{where}: manifest has no layers list")
+    layers = [parse_descriptor(l, f"{where} layer {i}") for i, l in enumerate(layers_raw)]
+    return config, layers
+
+
+def parse_index(manifest: Manifest, where: str) -> list[dict]:
+    doc = json.loads(manifest.content)
+    entries = doc.get("manifests")
+    if not isinstance(entries, list):
+        raise VerificationError(f"{where}: index has no manifests list")
+    return [e for e in entries if isinstance(e, dict)]
+
+
+def resolve(
+    client: RepositoryClient, ref: Reference, platform: Platform | None
+) -> tuple[Manifest, Manifest | None, Platform | None]:
+    """Fetch the manifest for ``ref`` (through its index when it names one)."""
+    where = str(ref)
+    top = client.get_manifest(ref.identifier)
+    if not top.is_index:
+        return top, None, None
+    want = platform or host_platform()
+    entry = select_manifest(parse_index(top, where), want, where)
+    desc = parse_descriptor(entry, f"{where} index entry")
+    child = client.get_manifest(desc.digest)
+    if len(child.content) != desc.size:
+        raise VerificationError(f"{where}: manifest {desc.digest[:19]} is {len(child.content)} bytes, index says {desc.size}")
+    if child.media_type not in MANIFEST_TYPES:
+        raise UnsupportedManifestError(f"{where}: index entry for {want} is a {child.media_type}, not an image manifest")
+    return child, top, platform_of(entry)
+
+
+def pull_image(
+    ref: Reference | str,
+    store: BlobSink,
+    platform: Platform | None = None,
+    *,
+    options: RegistryOptions | None = None,
+    sources: BlobSources | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: Callable[[str], None] | None = None,
+) -> PulledImage:
+    """Pull ``ref`` into ``store``: manifest, config and layers, all verified.
+
+    ``platform`` defaults to the host's when the reference names an index. Records the
+    image in the store when it offers ``record_pulled_image`` (see ``builder.registry.store_adapter``).
+    """
+    if isinstance(ref, str):
+        ref = parse_reference(ref)
+    say = progress or (lambda msg: None)
+    transport = Transport(ref.api_host, options)
+    try:
+        client = RepositoryClient(transport, ref.repository)
+        manifest, index, chosen = resolve(client, ref, platform)
+        say(f"{ref}: manifest {manifest.digest}")
+        config, layers = parse_image_manifest(manifest, str(ref))
+        result = PulledImage(ref, manifest, config, layers, chosen, index)
+
+        def fetch(desc: BlobDescriptor) -> None:
+            if store.has_blob(desc.digest):
+                result.skipped.append(desc.digest)
+                return
+            with client.open_blob(desc.digest, desc.size) as reader:
+                store.put_blob(reader, desc.digest, desc.size)
+            result.downloaded.append(desc.digest)
+            say(f"{desc.digest[:19]}: downloaded {desc.size} bytes")
+
+        unique = list({d.digest: d for d in [config, *layers]}.values())
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            # list() re-raises the first failure; the pool waits for the others to stop.
+            list(pool.map(fetch, unique))
+        for doc in filter(None, (manifest, index)):
+            if not store.has_blob(doc.digest):
+                import io
+
+                store.put_blob(io.BytesIO(doc.content), doc.digest, len(doc.content))
+        if sources is not None:
+            sources.record(ref.registry, ref.repository, [d.digest for d in unique])
+        return result
+    finally:
+        transport.close()
