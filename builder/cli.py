@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -60,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
+    except Exception as exc:  # a bug: say so in one line unless asked for details
+        if os.environ.get("PYBUILD_DEBUG"):
+            raise
+        print(f"error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("hint: this is a bug in pybuild; rerun with PYBUILD_DEBUG=1 for a traceback",
+              file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":
