@@ -279,6 +279,9 @@ class _AstBuilder(Transformer):
         node.flag_pos = [(f.line, f.column) for f in flags]
         lower = node.value.lower()
         escape = keyword.data.escape
+        if lower not in _KNOWN:
+            node.next = [Node()]  # unknown instruction: BuildKit's parseIgnore
+            return node
         if args is None:
             return node
         kind, tok = args
