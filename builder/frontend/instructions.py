@@ -388,6 +388,11 @@ def _from(ctx: _Ctx) -> FromInstruction:
                            platform=f.get("platform"))  # type: ignore[arg-type]
 
 
+def _flag_error(ctx: _Ctx, f: ParsedFlags, name: str, message: str, hint: str) -> DockerfileError:
+    line, col = f.positions.get(name, (ctx.node.start_line, ctx.node.col))
+    return DockerfileError(message, line=line, col=col, end_line=ctx.node.end_line, hint=hint)
+
+
 def _run(ctx: _Ctx) -> RunInstruction:
     f = ctx.flags(FlagSpec("mount", FlagKind.LIST), FlagSpec("network"), FlagSpec("security"),
                   FlagSpec("device", FlagKind.LIST))
@@ -395,12 +400,12 @@ def _run(ctx: _Ctx) -> RunInstruction:
         raise ctx.error("RUN requires at least one argument", hint="RUN <command>", at_args=False)
     network = str(f.get("network") or "default")
     if network not in ("default", "none", "host"):
-        raise ctx.error(f"invalid --network value {network!r}",
-                        hint="--network is one of default, none, host", at_args=False)
+        raise _flag_error(ctx, f, "network", f"invalid --network value {network!r}",
+                          "--network is one of default, none, host")
     security = str(f.get("security") or "sandbox")
     if security not in ("sandbox", "insecure"):
-        raise ctx.error(f"invalid --security value {security!r}",
-                        hint="--security is one of sandbox, insecure", at_args=False)
+        raise _flag_error(ctx, f, "security", f"invalid --security value {security!r}",
+                          "--security is one of sandbox, insecure")
     specs = list(f.get("mount"))  # type: ignore[arg-type]
     mounts = []
     line, col = f.positions.get("mount", (ctx.node.start_line, ctx.node.col))
@@ -444,9 +449,8 @@ def _validate_chmod(ctx: _Ctx, chmod: str | None, f: ParsedFlags) -> None:
     # Symbolic modes (u+x,go-w) as BuildKit accepts them.
     if re.fullmatch(r"([ugoa]*[-+=]([rwxXst]*|[ugo]))(,[ugoa]*[-+=]([rwxXst]*|[ugo]))*", chmod):
         return
-    line, col = f.positions.get("chmod", (ctx.node.start_line, ctx.node.col))
-    raise DockerfileError(f"invalid --chmod value {chmod!r}", line=line, col=col,
-                          hint="use an octal mode such as 0755, or a symbolic one such as u+x")
+    raise _flag_error(ctx, f, "chmod", f"invalid --chmod value {chmod!r}",
+                      "use an octal mode such as 0755, or a symbolic one such as u+x")
 
 
 def _copy(ctx: _Ctx) -> CopyInstruction:
@@ -473,9 +477,8 @@ def _add(ctx: _Ctx) -> AddInstruction:
     checksum = f.get("checksum")
     if checksum is not None and "$" not in checksum and not re.fullmatch(
             r"(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})", checksum):  # type: ignore[arg-type]
-        line, col = f.positions["checksum"]
-        raise DockerfileError(f"invalid --checksum value {checksum!r}", line=line, col=col,
-                              hint="use a digest such as sha256:<64 hex digits>")
+        raise _flag_error(ctx, f, "checksum", f"invalid --checksum value {checksum!r}",
+                          "use a digest such as sha256:<64 hex digits>")
     return AddInstruction(**ctx.base(), sources=sources, dest=dest, contents=contents,
                           chown=f.get("chown"), chmod=chmod, link=bool(f.get("link")),  # type: ignore[arg-type]
                           parents=bool(f.get("parents")), excludes=list(f.get("exclude")),  # type: ignore[arg-type]
