@@ -82,6 +82,7 @@ class Authenticator:
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], _Token] = {}
         self._lock = threading.Lock()
+        self._fetch_locks: dict[tuple[str, ...], threading.Lock] = {}
 
     # -- credentials -------------------------------------------------------------------
     def credentials(self) -> Credentials | None:
@@ -104,14 +105,20 @@ class Authenticator:
             creds = self.credentials()
             return _basic(creds) if creds else None
         if challenge.scheme == "bearer":
-            with self._lock:
-                token = self._tokens.get(_key(scopes))
-            if token and token.expires_at > time.monotonic():
-                return f"Bearer {token.value}"
-            if token is None and not scopes:
+            if not scopes:
                 return None
-            return f"Bearer {self._fetch_token(challenge, scopes)}"
+            # One fetch per scope set at a time: parallel requests wait for it and share it.
+            with self._fetch_lock(scopes):
+                with self._lock:
+                    token = self._tokens.get(_key(scopes))
+                if token and token.expires_at > time.monotonic():
+                    return f"Bearer {token.value}"
+                return f"Bearer {self._fetch_token(challenge, scopes)}"
         return None
+
+    def _fetch_lock(self, scopes: tuple[str, ...]) -> threading.Lock:
+        with self._lock:
+            return self._fetch_locks.setdefault(_key(scopes), threading.Lock())
 
     def on_unauthorized(self, header: str | None, scopes: tuple[str, ...]) -> str:
         """Handle a 401: remember the challenge, drop a stale token, return a fresh header."""

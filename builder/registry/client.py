@@ -9,6 +9,7 @@ import hashlib
 import io
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
@@ -199,18 +200,24 @@ class RepositoryClient:
     def get_manifest(self, reference: str, accept: str = ACCEPT_MANIFESTS) -> Manifest:
         """Fetch a manifest or index by tag or digest, bounded in size and verified."""
         what = f"manifest {self.repository}:{reference}" if ":" not in reference else f"manifest {self.repository}@{reference}"
-        resp = self._request("GET", f"manifests/{reference}", headers={"Accept": accept}, stream=True)
-        self.transport.check(resp, what)
-        declared = resp.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > MAX_MANIFEST_SIZE:
-            resp.close()
-            raise VerificationError(f"{what}: manifest of {declared} bytes is too large")
-        try:
-            content = resp.raw.read(MAX_MANIFEST_SIZE + 1, decode_content=True)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise RegistryUnreachableError(f"{what}: download failed ({type(exc).__name__})") from None
-        finally:
-            resp.close()
+        attempts = self.transport.options.retry.attempts
+        for attempt in range(attempts):
+            resp = self._request("GET", f"manifests/{reference}", headers={"Accept": accept}, stream=True)
+            self.transport.check(resp, what)
+            declared = resp.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > MAX_MANIFEST_SIZE:
+                resp.close()
+                raise VerificationError(f"{what}: manifest of {declared} bytes is too large")
+            try:
+                content = resp.raw.read(MAX_MANIFEST_SIZE + 1, decode_content=True)
+                break
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                # The body was cut: fetch the (small) manifest again.
+                if attempt + 1 >= attempts:
+                    raise RegistryUnreachableError(f"{what}: download failed ({type(exc).__name__})") from None
+                time.sleep(self.transport.options.retry.delay(attempt))
+            finally:
+                resp.close()
         if len(content) > MAX_MANIFEST_SIZE:
             raise VerificationError(f"{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes")
         media = _media_type_of(content, resp.headers.get("Content-Type"))
