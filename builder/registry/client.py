@@ -17,6 +17,13 @@ from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 import requests
 import urllib3.exceptions
 
+from builder.image.mediatypes import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    DOCKER_MANIFEST_V1_SIGNED,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
 from builder.registry.auth import repository_scope
 from builder.registry.errors import (
     NotFoundError,
@@ -29,13 +36,9 @@ from builder.registry.transport import Transport, _describe
 
 log = logging.getLogger(__name__)
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_SCHEMA1 = (
     "application/vnd.docker.distribution.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    DOCKER_MANIFEST_V1_SIGNED,
 )
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)

@@ -15,7 +15,8 @@ from typing import BinaryIO, Callable, Protocol
 
 from builder.registry.client import INDEX_TYPES, MANIFEST_TYPES, Manifest, RepositoryClient
 from builder.registry.errors import UnsupportedManifestError, VerificationError
-from builder.registry.platform import Platform, host_platform, platform_of, select_manifest
+from builder.image.oci import Platform
+from builder.registry.platform import platform_of, select_manifest
 from builder.registry.reference import Reference, parse_reference
 from builder.registry.sources import BlobSources
 from builder.registry.transport import RegistryOptions, Transport
@@ -105,7 +106,7 @@ def resolve(
     top = client.get_manifest(ref.identifier)
     if not top.is_index:
         return top, None, None
-    want = platform or host_platform()
+    want = platform or Platform.host()
     entry = select_manifest(parse_index(top, where), want, where)
     desc = parse_descriptor(entry, f"{where} index entry")
     child = client.get_manifest(desc.digest)

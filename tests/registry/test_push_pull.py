@@ -9,7 +9,7 @@ import pytest
 
 from builder.registry.client import OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, RepositoryClient
 from builder.registry.errors import NoMatchingPlatformError, NotFoundError
-from builder.registry.platform import Platform
+from builder.image.oci import Platform
 from builder.registry.pull import pull_image
 from builder.registry.push import push_image
 from builder.registry.sources import BlobSources
