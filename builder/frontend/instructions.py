@@ -371,6 +371,8 @@ def _sources_and_dest(ctx: _Ctx, heredocs: list[Heredoc]) -> tuple[list[str], st
 def _from(ctx: _Ctx) -> FromInstruction:
     f = ctx.flags(FlagSpec("platform"))
     args = ctx.node.args
+    if not args:
+        raise ctx.error("FROM requires an image", hint="FROM <image> [AS <name>]", at_args=False)
     if len(args) not in (1, 3):
         raise ctx.error("FROM requires either one or three arguments",
                         hint="FROM <image> [AS <name>]", at_args=bool(args))
