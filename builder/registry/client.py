@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable
 from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
 import requests
@@ -370,7 +370,9 @@ class RepositoryClient:
     def _put_monolithic(self, location: str, digest: str, size: int, open_content: Callable[[], BinaryIO]) -> None:
         url = _with_query(location, digest=digest)
         with open_content() as fh:
-            body = fh.read() if size <= (8 << 20) else _file_chunks(fh)
+            # Small blobs go as bytes (replayable); big ones stream from the file, whose
+            # length requests takes from it (a generator would be sent chunked).
+            body = fh.read() if size <= (8 << 20) else fh
             resp = self._request(
                 "PUT", url,
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
@@ -459,11 +461,3 @@ def _with_query(url: str, **params: str) -> str:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
     return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def _file_chunks(fh: BinaryIO) -> Iterator[bytes]:
-    while True:
-        block = fh.read(READ_CHUNK)
-        if not block:
-            return
-        yield block

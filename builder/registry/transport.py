@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from builder.registry.auth import Authenticator, parse_challenge
@@ -115,6 +116,9 @@ class Transport:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.verify: bool | str = self.options.ca_cert or True
+        if self.options.allows_plain_http(host):
+            # Unverified TLS is what the user asked for here; urllib3's warning would be noise.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         creds = self.options.credentials
         source = (lambda: creds) if creds is not None else (lambda: get_credentials(host))
         self.auth = Authenticator(host, source, self.session, verify=self.verify)

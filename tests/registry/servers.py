@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,11 +40,13 @@ class RegistryServer:
     workdir: Path
     auth_yaml: str = ""
     port: int = field(default_factory=free_port)
+    bind: str = "127.0.0.1"
+    tls: tuple[Path, Path] | None = None  # (certificate, key): serve https
     process: subprocess.Popen | None = None
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.bind}:{self.port}"
 
     def start(self) -> "RegistryServer":
         storage = self.workdir / "storage"
@@ -53,7 +56,8 @@ class RegistryServer:
             "version: 0.1\n"
             "log:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n"
+            f"http:\n  addr: {self.bind}:{self.port}\n"
+            + (f"  tls:\n    certificate: {self.tls[0]}\n    key: {self.tls[1]}\n" if self.tls else "")
             + self.auth_yaml
         )
         self.log_path = self.workdir / "registry.log"
@@ -67,7 +71,9 @@ class RegistryServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log_path.read_text()[-2000:]}")
             try:
-                requests.get(f"http://{self.host}/v2/", timeout=1)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the readiness probe does not verify TLS
+                    requests.get(f"{'https' if self.tls else 'http'}://{self.host}/v2/", timeout=1, verify=False)
                 return self
             except requests.ConnectionError:
                 time.sleep(0.05)

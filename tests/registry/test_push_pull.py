@@ -101,6 +101,18 @@ def test_large_blob_goes_up_in_chunks_and_comes_back_intact(plain_registry, stor
     assert fresh.path(image.layer_digests[0]).read_bytes() == payload
 
 
+def test_medium_blob_streams_from_the_file_in_one_put(plain_registry, store, tmp_path):
+    import gzip
+
+    payload = gzip.compress(os.urandom(9 << 20), compresslevel=0)  # above the in-memory limit
+    image = make_image(store, raw_layers=[payload])
+    ref = f"{plain_registry.host}/team/streamed:v1"
+    assert push_image(ref, store, image.manifest).uploaded
+    fresh = DirBlobStore(tmp_path / "fresh")
+    pull_image(ref, fresh)
+    assert fresh.path(image.layer_digests[0]).read_bytes() == payload
+
+
 @pytest.mark.parametrize("fmt,expected", [("oci", OCI_MANIFEST), ("v2s2", DOCKER_MANIFEST)])
 def test_pull_what_skopeo_pushed_in_both_media_types(plain_registry, store, tmp_path, skopeo, fmt, expected):
     image = small_image(store, fmt)

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Registry push/pull throughput: pybuild beside ``skopeo copy``, measured in the same run.
+
+Starts fresh loopback ``docker-registry`` processes, assembles an image of
+4 × 64 MiB layers plus 2,000 small layers, then times
+  push: pybuild push  vs  skopeo copy oci:LAYOUT docker://REGISTRY/...
+  pull: pybuild pull  vs  skopeo copy docker://REGISTRY/... oci:DIR
+and a re-push of an unchanged 10-layer image (only HEAD requests are needed).
+
+    python3 bench/bench_registry.py [--big 4] [--big-mib 64] [--small 2000]
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "registry"))  # the registry launcher and image helpers
+
+from images import DirBlobStore, make_image  # noqa: E402
+from servers import RegistryServer  # noqa: E402
+
+from builder.registry.pull import pull_image  # noqa: E402
+from builder.registry.push import push_image  # noqa: E402
+
+
+def big_layer(mib: int) -> bytes:
+    # Stored (level 0) gzip of random bytes: a valid gzip layer whose size is what we ask for.
+    return gzip.compress(os.urandom(mib << 20), compresslevel=0, mtime=0)
+
+
+def oci_layout(layout: Path, store: DirBlobStore, manifest) -> None:
+    import json
+
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    for digest in store.blobs():
+        os.link(store.path(digest), layout / "blobs" / "sha256" / digest.split(":")[1])
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.content),
+        "annotations": {"org.opencontainers.image.ref.name": "bench"}}]}))
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def skopeo(*args: str) -> None:
+    subprocess.run(["skopeo", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--big", type=int, default=4)
+    ap.add_argument("--big-mib", type=int, default=64)
+    ap.add_argument("--small", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=8)
+    args = ap.parse_args()
+    if not shutil.which("skopeo") or not Path("/usr/bin/docker-registry").exists():
+        print("needs skopeo and docker-registry (bash .ci/install)", file=sys.stderr)
+        return 1
+
+    work = Path(tempfile.mkdtemp(prefix="bench-registry-"))
+    servers: list[RegistryServer] = []
+    try:
+        def registry(name: str) -> RegistryServer:
+            server = RegistryServer(work / name).start()
+            servers.append(server)
+            return server
+
+        store = DirBlobStore(work / "store")
+        raw = [big_layer(args.big_mib) for _ in range(args.big)]
+        small = [{f"f{i}": os.urandom(256) + f"{i}".encode()} for i in range(args.small)]
+        image = make_image(store, small, raw_layers=raw)
+        total = sum(store.path(d).stat().st_size for d in store.blobs())
+        mb = total / 1e6
+        layout = work / "layout"
+        oci_layout(layout, store, image.manifest)
+        print(f"image: {args.big} x {args.big_mib} MiB + {args.small} small layers, "
+              f"{len(store.blobs())} blobs, {mb:.1f} MB")
+
+        # Push: each tool into its own fresh registry so neither benefits from the other's blobs.
+        reg_a, reg_b = registry("push-pybuild"), registry("push-skopeo")
+        t_push = timed(lambda: push_image(f"{reg_a.host}/bench/app:1", store, image.manifest,
+                                          concurrency=args.concurrency))
+        t_push_sk = timed(lambda: skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:bench",
+                                         f"docker://{reg_b.host}/bench/app:1"))
+        # Pull: both from the registry pybuild pushed to, into empty destinations.
+        fresh = DirBlobStore(work / "pulled")
+        t_pull = timed(lambda: pull_image(f"{reg_a.host}/bench/app:1", fresh, concurrency=args.concurrency))
+        assert fresh.blobs() == store.blobs() - {image.manifest.digest} | {image.manifest.digest}
+        t_pull_sk = timed(lambda: skopeo("copy", "--src-tls-verify=false",
+                                         f"docker://{reg_a.host}/bench/app:1", f"oci:{work / 'skopeo-pulled'}:x"))
+
+        print(f"{'':14}{'pybuild':>16}{'skopeo':>16}{'pybuild/skopeo speed':>24}")
+        for name, ours, theirs in (("push", t_push, t_push_sk), ("pull", t_pull, t_pull_sk)):
+            print(f"{name:14}{mb / ours:>11.1f} MB/s{mb / theirs:>11.1f} MB/s{theirs / ours:>23.2f}x"
+                  f"   ({ours:.2f} s vs {theirs:.2f} s)")
+
+        # Re-push of an unchanged 10-layer image.
+        reg_c = registry("repush")
+        store10 = DirBlobStore(work / "store10")
+        ten = make_image(store10, [{f"l{i}": os.urandom(1 << 20)} for i in range(10)])
+        ref = f"{reg_c.host}/bench/ten:1"
+        push_image(ref, store10, ten.manifest)
+        runs = []
+        for _ in range(5):
+            t = time.perf_counter()
+            result = push_image(ref, store10, ten.manifest)
+            runs.append(time.perf_counter() - t)
+            assert not result.uploaded and not result.mounted
+        t_sk = timed(lambda: skopeo("copy", "--dest-tls-verify=false", f"oci:{_layout10(work, store10, ten)}:bench",
+                                    f"docker://{ref}"))
+        print(f"re-push unchanged 10-layer image: pybuild best {min(runs) * 1000:.0f} ms, "
+              f"median {sorted(runs)[2] * 1000:.0f} ms (goal < 500 ms); skopeo copy {t_sk * 1000:.0f} ms")
+        return 0
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _layout10(work: Path, store: DirBlobStore, image) -> Path:
+    layout = work / "layout10"
+    oci_layout(layout, store, image.manifest)
+    return layout
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
