@@ -1,0 +1,349 @@
+"""Apply a layer blob onto a directory: decompress, extract, honour whiteouts, stay inside.
+
+Containment rules (a layer is untrusted input):
+
+* member names that are absolute or contain ``..`` are refused, as are
+  hard links whose target is;
+* parent directories are resolved *inside* the target, the way a chroot
+  would: a symlinked parent is followed, but an absolute or ``..``-heavy link
+  target is interpreted relative to the target root, never the host's. So
+  ``lib -> /usr/lib`` works as it does in an image, and ``evil -> /etc``
+  followed by ``evil/passwd`` writes ``TARGET/etc/passwd``;
+* the final component is never followed: whatever is there is removed and
+  the new entry created with ``O_EXCL|O_NOFOLLOW``;
+* sparse members, unknown entry types and overlay xattrs are refused or
+  dropped; device nodes are created only when permitted.
+
+Whiteouts (``.wh.NAME``) delete from lower layers; an opaque marker
+(``.wh..wh..opq``) empties a directory of lower content. Entries of the layer
+being applied are never removed by its own whiteouts, wherever they appear.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from builder.image.compress import open_layer_stream
+from builder.image.errors import LayerError
+from builder.image.layer_writer import OPAQUE_MARKER, OVERLAY_XATTR_PREFIXES, WHITEOUT_PREFIX
+
+MAX_NAME_BYTES = 4096
+MAX_DEPTH = 256          # deeper trees break path-based syscalls and recursive removal
+MAX_SYMLINK_HOPS = 40    # as the kernel's MAXSYMLINKS
+_CHUNK = 1 << 20
+_XATTR_PREFIX = "SCHILY.xattr."
+_TAR_ERRORS = (tarfile.TarError, EOFError, ValueError, UnicodeError)
+
+
+@dataclass
+class ApplyStats:
+    """What an apply did (for progress output and tests)."""
+
+    entries: int = 0
+    bytes: int = 0
+    whiteouts: int = 0
+    skipped_devices: int = 0
+    skipped_xattrs: int = 0
+
+
+def apply_layer(blob: BinaryIO, target: str | os.PathLike, media_type: str | None = None, *,
+                same_owner: bool | None = None, devices: bool | None = None) -> ApplyStats:
+    """Extract the layer ``blob`` (of ``media_type``; sniffed when None) onto ``target``.
+
+    ``same_owner`` (default: when running as root) restores uid/gid;
+    ``devices`` (default: when running as root) creates device nodes, which are
+    otherwise skipped and counted. Raises ``LayerError`` on unsafe or corrupt input;
+    what was extracted before the error stays (apply to a scratch dir to be atomic).
+    """
+    root = os.path.realpath(os.fspath(target))
+    if not os.path.isdir(root):
+        raise LayerError(f"cannot apply layer: {os.fspath(target)!r} is not a directory")
+    is_root = os.geteuid() == 0
+    applier = _Applier(root, is_root if same_owner is None else same_owner,
+                       is_root if devices is None else devices)
+    try:
+        stream = open_layer_stream(blob, media_type)
+        try:
+            applier.run(stream)
+        finally:
+            if stream is not blob:
+                stream.close()
+    except LayerError:
+        raise
+    except _TAR_ERRORS as exc:
+        raise LayerError(f"layer is not a valid tar stream: {exc}") from None
+    except OSError as exc:
+        if exc.errno is None or isinstance(exc, EOFError):
+            raise LayerError(f"layer data is corrupt: {exc}") from None
+        raise LayerError(f"cannot apply layer: {exc}") from None
+    except Exception as exc:  # codec errors (zstd, isal) have their own types
+        if type(exc).__module__.startswith(("zstandard", "isal", "zlib", "gzip")):
+            raise LayerError(f"layer data is corrupt: {exc}") from None
+        raise
+    return applier.stats
+
+
+def clean_name(name: str) -> str:
+    """A member name as a relative path without ``.``/empty parts; refuses escapes."""
+    if "\0" in name:
+        raise LayerError(f"refusing layer entry {name!r}: NUL in name")
+    if name.startswith("/"):
+        raise LayerError(f"refusing layer entry {name!r}: absolute path")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise LayerError(f"refusing layer entry {name[:60]!r}...: name longer than {MAX_NAME_BYTES} bytes")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise LayerError(f"refusing layer entry {name!r}: '..' would leave the image root")
+    if len(parts) > MAX_DEPTH:
+        raise LayerError(f"refusing layer entry {name[:60]!r}...: deeper than {MAX_DEPTH} levels")
+    return "/".join(parts)
+
+
+class _Applier:
+    def __init__(self, root: str, same_owner: bool, devices: bool) -> None:
+        self.root = root
+        self.same_owner = same_owner
+        self.devices = devices
+        self.stats = ApplyStats()
+        self.dirs: dict[str, str] = {"": root}   # relative parent → real path, resolved in scope
+        self.created: set[str] = set()           # entries of this layer (whiteouts spare them)
+        self.dir_meta: list[tuple[str, int, int]] = []  # (path, mode, mtime), set at the end
+        self.opaque: list[str] = []
+
+    def run(self, stream: BinaryIO) -> None:
+        with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tar:
+            self.tar = tar
+            for member in tar:
+                self.stats.entries += 1
+                self._member(member)
+        for rel in self.opaque:
+            self._apply_opaque(rel)
+        # Directory modes and mtimes last: a read-only directory must still take its
+        # children, and creating them changed the mtime.
+        for path, mode, mtime in reversed(self.dir_meta):
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, mode)
+                os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+    # -- resolving paths inside the root
+
+    def _dir(self, rel: str, create: bool) -> str | None:
+        """The real path of directory ``rel`` with symlinks resolved inside the root."""
+        cached = self.dirs.get(rel)
+        if cached is not None:
+            return cached
+        real: list[str] = []
+        pending = list(reversed(rel.split("/"))) if rel else []
+        hops = 0
+        while pending:
+            comp = pending.pop()
+            if comp in ("", "."):
+                continue
+            if comp == "..":
+                if real:
+                    real.pop()  # never above the root, as in a chroot
+                continue
+            path = os.path.join(self.root, *real, comp)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.mkdir(path, 0o755)
+                real.append(comp)
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise LayerError(f"refusing layer entry under {rel!r}: too many levels of symbolic links")
+                link = os.readlink(path)
+                if link.startswith("/"):
+                    real = []
+                pending.extend(reversed(link.split("/")))
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                if not create:
+                    return None
+                raise LayerError(f"cannot extract under {rel!r}: {'/'.join(real + [comp])!r} is not a directory")
+            real.append(comp)
+        resolved = os.path.join(self.root, *real)
+        self.dirs[rel] = resolved
+        return resolved
+
+    def _forget_dirs(self) -> None:
+        """A directory or symlink was removed or replaced: resolved parents may be stale."""
+        self.dirs = {"": self.root}
+
+    def _remove(self, path: str) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+            self._forget_dirs()
+        else:
+            os.unlink(path)
+            if stat.S_ISLNK(st.st_mode):
+                self._forget_dirs()
+
+    # -- entries
+
+    def _member(self, m: tarfile.TarInfo) -> None:
+        rel = clean_name(m.name)
+        if not rel:
+            return  # the root itself: the target's own metadata is not the layer's to change
+        parent_rel, _, base = rel.rpartition("/")
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(parent_rel, base)
+            return
+        if m.issparse():
+            raise LayerError(f"refusing layer entry {m.name!r}: sparse files are not supported")
+        parent = self._dir(parent_rel, create=True)
+        path = os.path.join(parent, base)
+        self.created.add(rel)
+        if m.isdir():
+            self._directory(path, m)
+        elif m.isreg():
+            self._regular(path, m)
+        elif m.issym():
+            self._remove(path)
+            os.symlink(m.linkname, path)
+            self._owner(path, m)
+            os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+        elif m.islnk():
+            self._hardlink(path, m)
+        elif m.ischr() or m.isblk() or m.isfifo():
+            self._special(path, m)
+        else:
+            raise LayerError(f"refusing layer entry {m.name!r}: unsupported tar entry type {m.type!r}")
+
+    def _directory(self, path: str, m: tarfile.TarInfo) -> None:
+        try:
+            st = os.lstat(path)
+            keep = stat.S_ISDIR(st.st_mode)
+        except FileNotFoundError:
+            keep = False
+        if not keep:
+            self._remove(path)
+            os.mkdir(path, 0o700)
+        self._owner(path, m)
+        self._xattrs(path, m)
+        self.dir_meta.append((path, m.mode & 0o7777, int(m.mtime)))
+
+    def _regular(self, path: str, m: tarfile.TarInfo) -> None:
+        self._remove(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb", buffering=0) as out:
+            src = self.tar.fileobj
+            src.seek(m.offset_data)
+            left = m.size
+            while left:
+                data = src.read(min(_CHUNK, left))
+                if not data:
+                    raise LayerError(f"layer is truncated inside {m.name!r}")
+                view = memoryview(data)
+                while view:
+                    view = view[out.write(view):]
+                left -= len(data)
+            self.stats.bytes += m.size
+            if self.same_owner:
+                os.fchown(fd, m.uid, m.gid)
+            os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears set-id bits
+            self._xattrs(path, m)
+            os.utime(fd, (m.mtime, m.mtime))
+
+    def _hardlink(self, path: str, m: tarfile.TarInfo) -> None:
+        try:
+            target_rel = clean_name(m.linkname)
+        except LayerError:
+            raise LayerError(f"refusing hard link {m.name!r} -> {m.linkname!r}: target outside the image") from None
+        t_parent_rel, _, t_base = target_rel.rpartition("/")
+        t_parent = self._dir(t_parent_rel, create=False) if t_base else None
+        source = os.path.join(t_parent, t_base) if t_parent else None
+        if source is None or not os.path.lexists(source):
+            raise LayerError(f"hard link {m.name!r} -> {m.linkname!r}: target does not exist in the image")
+        if os.path.isdir(source) and not os.path.islink(source):
+            raise LayerError(f"refusing hard link {m.name!r} -> {m.linkname!r}: target is a directory")
+        if os.path.abspath(source) == os.path.abspath(path):
+            return
+        self._remove(path)
+        os.link(source, path, follow_symlinks=False)
+
+    def _special(self, path: str, m: tarfile.TarInfo) -> None:
+        self._remove(path)
+        if m.isfifo():
+            os.mkfifo(path, m.mode & 0o7777)
+        else:
+            if not self.devices:
+                self.stats.skipped_devices += 1
+                return
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+            try:
+                os.mknod(path, kind | (m.mode & 0o7777), os.makedev(m.devmajor, m.devminor))
+            except PermissionError:  # e.g. inside a user namespace
+                self.stats.skipped_devices += 1
+                return
+        self._owner(path, m)
+        os.chmod(path, m.mode & 0o7777)
+        os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+
+    def _owner(self, path: str, m: tarfile.TarInfo) -> None:
+        if self.same_owner:
+            os.lchown(path, m.uid, m.gid)
+
+    def _xattrs(self, path: str, m: tarfile.TarInfo) -> None:
+        for key, value in m.pax_headers.items():
+            if not key.startswith(_XATTR_PREFIX):
+                continue
+            name = key[len(_XATTR_PREFIX):]
+            if name.startswith(OVERLAY_XATTR_PREFIXES):
+                continue  # would let a layer steer overlayfs when used as a lower dir
+            raw = value.encode("utf-8", "surrogateescape")
+            try:
+                os.setxattr(path, name, raw, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES):
+                    raise
+                self.stats.skipped_xattrs += 1
+
+    # -- whiteouts
+
+    def _whiteout(self, parent_rel: str, base: str) -> None:
+        self.stats.whiteouts += 1
+        if base == OPAQUE_MARKER:
+            self.created.add(parent_rel)
+            self.opaque.append(parent_rel)  # applied at the end: entries may follow the marker
+            return
+        name = base[len(WHITEOUT_PREFIX):]
+        if not name or name in (".", ".."):
+            raise LayerError(f"refusing malformed whiteout {parent_rel + '/' + base!r}")
+        rel = f"{parent_rel}/{name}" if parent_rel else name
+        if rel in self.created:
+            return  # whiteouts hide lower layers only
+        parent = self._dir(parent_rel, create=False)
+        if parent is not None:
+            self._remove(os.path.join(parent, name))
+
+    def _apply_opaque(self, rel: str) -> None:
+        """Remove lower-layer content under ``rel``, keeping what this layer created."""
+        top = self._dir(rel, create=False)
+        if top is None:
+            return
+        stack = [(rel, top)]
+        while stack:
+            d_rel, d_path = stack.pop()
+            with os.scandir(d_path) as it:
+                children = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            for name, is_dir in children:
+                c_rel = f"{d_rel}/{name}" if d_rel else name
+                c_path = os.path.join(d_path, name)
+                if c_rel not in self.created:
+                    self._remove(c_path)
+                elif is_dir:
+                    stack.append((c_rel, c_path))
