@@ -21,6 +21,11 @@ because a Dockerfile must mean the same thing here as under ``docker build``:
 A word with nothing to process (no ``$``, quote or escape character) is
 returned without a character-by-character scan: this runs for every word of
 every build.
+
+One deliberate divergence: BuildKit's current lexer shares one buffer between
+nested scans, so ``ProcessWords("ab${X:-c}d")`` loses the ``ab`` and gives
+``["cd"]``; here the words keep their text (``["abcd"]``). The expanded string
+itself is the same.
 """
 from __future__ import annotations
 
@@ -123,12 +128,17 @@ class Lexer:
     skip_process_quotes: bool = False  # quotes are ordinary characters
     skip_unset_env: bool = False  # leave $unset / ${unset...} as written
     _plain_check: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _finders: dict[tuple[str, bool], re.Pattern[str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.escape not in ("\\", "`"):
             raise ValueError(f"escape must be '\\' or '`', not {self.escape!r}")
         triggers = ("$", self.escape) if self.skip_process_quotes else ("$", self.escape, "'", '"')
         object.__setattr__(self, "_plain_check", triggers)
+        quotes = not self.skip_process_quotes
+        finders = {(stop, heredoc): _special_chars(self.escape, quotes, stop, heredoc)
+                   for stop in (_EOF, "}", "/") for heredoc in (False, True)}
+        object.__setattr__(self, "_finders", finders)
 
     # --- public API -----------------------------------------------------------
 
@@ -206,7 +216,7 @@ class _Scan:
         self.segments = self.until(_EOF, self.lexer.raw_escapes)
 
     def result(self) -> str:
-        return "".join(text for text, _ in self.segments)
+        return "".join([text for text, _ in self.segments])
 
     def words(self) -> list[str]:
         words: list[str] = []
@@ -232,7 +242,7 @@ class _Scan:
         saved, self.raw_escapes = self.raw_escapes, raw_escapes
         lexer, text, end = self.lexer, self.text, self.end
         escape = lexer.escape
-        finder = _special_chars(escape, not lexer.skip_process_quotes, stop, self.heredoc)
+        finder = lexer._finders[stop, self.heredoc]
         out: list[tuple[str, bool]] = []
         pos = self.pos
         while pos < end:
@@ -379,7 +389,7 @@ class _Scan:
         if self.depth > _MAX_DEPTH:
             raise _Fail(f"expansions nested more than {_MAX_DEPTH} levels deep")
         try:
-            return "".join(text for text, _ in self.until(stop, raw_escapes))
+            return "".join([text for text, _ in self.until(stop, raw_escapes)])
         except _Fail:
             if self.pos >= self.end:
                 raise _Fail(missing) from None

@@ -7,6 +7,7 @@ README for the formats. Every case is its own test so the count is visible.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -345,6 +346,33 @@ def test_long_words_are_fine():
     word = "$A/" * 20_000
     assert Lexer().process_word(word, {"A": "a"}) == "a/" * 20_000
     assert len(Lexer().process_words(word.replace("/", " "), {"A": "a"})) == 20_000
+
+
+@pytest.mark.parametrize(("word", "env", "expected"), [
+    ("${+x}", {}, ""),                       # an empty name, then `+`: the empty name is unset
+    ("${/a/b}", {"": "cab"}, "cbb"),         # an empty name can even be set
+    ("${V#$P}", {"V": "aab", "P": "#a"}, "ab"),  # `##` is recognised after expansion
+])
+def test_buildkit_quirks_are_kept(word: str, env: dict, expected: str):
+    """Odd corners, each checked against BuildKit's own lexer."""
+    assert Lexer().process_word(word, env) == expected
+
+
+@pytest.mark.parametrize(("word", "reason"), [
+    ("${a:}b}", "unsupported modifier (:})"),  # whatever follows `:` is the modifier
+    ("${-x}", "unsupported modifier (x)"),     # `-` is a special parameter's name here
+])
+def test_buildkit_quirk_errors_are_kept(word: str, reason: str):
+    with pytest.raises(ExpansionError, match=re.escape(reason)):
+        Lexer().process_word(word, {"a": "1"})
+
+
+def test_text_before_a_nested_expansion_stays_in_its_word():
+    """Deliberate divergence: BuildKit's lexers since its shared words buffer
+    (seen in a 2024 revision) drop "ab" here and give ["cd", "e"]; the
+    expanded string is right either way, only the split differs."""
+    assert Lexer().process_words("ab${X:-c}d e", {}) == ["abcd", "e"]
+    assert Lexer().process_words('x"${A:-b}" y', {}) == ["xb", "y"]
 
 
 # --- properties -------------------------------------------------------------------
