@@ -471,13 +471,10 @@ class _Scan:
         value, found = self.lookup(name)
         if not found and self.lexer.skip_unset_env:
             return "${" + name + "/" + pattern + "/" + replacement + "}"
-        regex = _glob_regex(pattern, True)
+        glob = _compile_glob(pattern, True)
         if replace_all:
-            return _replace_all(regex, value, replacement)
-        m = regex.search(value)
-        if m is None:
-            return value
-        return value[:m.start()] + replacement + value[m.end():]
+            return _replace_all(glob, value, replacement)
+        return _replace_first(glob, value, replacement)
 
 
 def envs_from_list(entries: Iterable[str]) -> dict[str, str]:
@@ -496,15 +493,110 @@ def envs_from_list(entries: Iterable[str]) -> dict[str, str]:
 # --- glob patterns ------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=256)
-def _glob_regex(pattern: str, greedy: bool) -> re.Pattern[str]:
-    """A shell glob (``*``, ``?``, ``\\`` escapes; nothing else special) as a regex.
+# Atoms of a compiled glob besides literal characters (which are str, so never equal).
+_ANY = 0  # `?`: one character other than a newline (Go's `.`)
+_STAR = 1  # `*`: any run of characters other than newlines
+# Python's regex engine backtracks: a pattern with k stars can take about
+# len(value) ** k steps (Go's engine is linear). Within this budget the regex
+# is used; beyond it, a linear-time matcher with the same leftmost-first
+# semantics, so a hostile pattern or value cannot stall a build.
+_BACKTRACK_BUDGET = 1_000_000
 
-    ``\\}`` and ``\\/`` mean the bare character (the escape only kept it from
+
+@dataclass(frozen=True)
+class _Glob:
+    """A compiled glob pattern: ``*``, ``?`` and ``\\`` escapes, nothing else special.
+
+    All stars are greedy (longest) or all are lazy (shortest), as in BuildKit.
+    """
+
+    regex: re.Pattern[str]
+    atoms: tuple[str | int, ...]
+    greedy: bool
+    stars: int
+
+    def match_end(self, value: str) -> int | None:
+        """Where a match anchored at the start of ``value`` ends."""
+        if self._cheap(len(value), 0):
+            m = self.regex.match(value)
+            return m.end() if m else None
+        span = self._linear(value, 0, anchored=True)
+        return span[1] if span else None
+
+    def search(self, value: str, pos: int = 0) -> tuple[int, int] | None:
+        """The leftmost match at or after ``pos``."""
+        if self._cheap(len(value) - pos, 1):
+            m = self.regex.search(value, pos)
+            return m.span() if m else None
+        return self._linear(value, pos, anchored=False)
+
+    def _cheap(self, length: int, extra: int) -> bool:
+        if self.stars == 0:
+            return True
+        power = self.stars + extra
+        return power <= 8 and max(length, 1) ** power <= _BACKTRACK_BUDGET
+
+    def _linear(self, value: str, start: int, anchored: bool) -> tuple[int, int] | None:
+        """A Pike VM: threads in priority order, one step per character.
+
+        A thread is (atom index, where its match started); reaching the end
+        of the atoms is a match, and it cuts off every lower-priority thread.
+        """
+        atoms, greedy, final = self.atoms, self.greedy, len(self.atoms)
+
+        def add(state: int, origin: int, threads: list[tuple[int, int]], seen: set[int]) -> None:
+            if state in seen:
+                return
+            seen.add(state)
+            if state < final and atoms[state] == _STAR:
+                if greedy:  # another character for the star first, then what follows
+                    threads.append((state, origin))
+                    add(state + 1, origin, threads, seen)
+                else:
+                    add(state + 1, origin, threads, seen)
+                    threads.append((state, origin))
+            else:
+                threads.append((state, origin))
+
+        threads: list[tuple[int, int]] = []
+        seen: set[int] = set()
+        add(0, start, threads, seen)
+        found: tuple[int, int] | None = None
+        end = len(value)
+        i = start
+        while threads:
+            ch = value[i] if i < end else None
+            following: list[tuple[int, int]] = []
+            following_seen: set[int] = set()
+            for state, origin in threads:
+                if state == final:
+                    found = (origin, i)
+                    break
+                if ch is None:
+                    continue
+                atom = atoms[state]
+                if isinstance(atom, str):
+                    if atom == ch:
+                        add(state + 1, origin, following, following_seen)
+                elif ch != "\n":
+                    add(state if atom == _STAR else state + 1, origin, following, following_seen)
+            if ch is None:
+                break
+            i += 1
+            if found is None and not anchored:  # a new start, lowest priority
+                add(0, i, following, following_seen)
+            threads = following
+        return found
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_glob(pattern: str, greedy: bool) -> _Glob:
+    """``\\}`` and ``\\/`` mean the bare character (the escape only kept it from
     ending the ``${}``); any other escape must be of ``*``, ``?`` or ``\\``.
     """
     star = ".*" if greedy else ".*?"
-    out: list[str] = []
+    parts: list[str] = []
+    atoms: list[str | int] = []
     i, end = 0, len(pattern)
     if pattern.startswith(_BOM):  # Go's scanner skips a leading BOM here too
         i = 1
@@ -512,12 +604,13 @@ def _glob_regex(pattern: str, greedy: bool) -> re.Pattern[str]:
         ch = pattern[i]
         i += 1
         if ch == "*":
-            # `**` matches what `*` does; collapsing them spares the regex
-            # engine needless backtracking.
-            if not (out and out[-1] == star):
-                out.append(star)
+            # `**` matches what `*` does; one star is less work for either matcher.
+            if not (atoms and atoms[-1] == _STAR):
+                parts.append(star)
+                atoms.append(_STAR)
         elif ch == "?":
-            out.append(".")
+            parts.append(".")
+            atoms.append(_ANY)
         elif ch == "\\":
             nxt = pattern[i] if i < end else _EOF
             if nxt in ("}", "/"):
@@ -525,16 +618,19 @@ def _glob_regex(pattern: str, greedy: bool) -> re.Pattern[str]:
             if nxt not in ("*", "?", "\\"):
                 shown = "\\" + nxt if nxt else "\\ at the end"
                 raise _Fail(f"invalid pattern ({pattern}) in substitution: invalid escape '{shown}'")
-            out.append("\\" + nxt)
+            parts.append(re.escape(nxt))
+            atoms.append(nxt)
             i += 1
         else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out))
+            parts.append(re.escape(ch))
+            atoms.append(ch)
+    stars = atoms.count(_STAR)
+    return _Glob(re.compile("".join(parts)), tuple(atoms), greedy, stars)
 
 
 def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
-    m = _glob_regex(pattern, greedy).match(value)
-    return value[m.end():] if m else value
+    stop = _compile_glob(pattern, greedy).match_end(value)
+    return value if stop is None else value[stop:]
 
 
 def _reverse_pattern(pattern: str) -> str:
@@ -557,7 +653,14 @@ def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
     return _trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
 
 
-def _replace_all(regex: re.Pattern[str], value: str, template: str) -> str:
+def _replace_first(glob: _Glob, value: str, replacement: str) -> str:
+    span = glob.search(value)
+    if span is None:
+        return value
+    return value[:span[0]] + replacement + value[span[1]:]
+
+
+def _replace_all(glob: _Glob, value: str, template: str) -> str:
     """Go's Regexp.ReplaceAllString: an empty match right after a match is
     not replaced (Python's re.sub does replace it), and ``$0``/``${0}`` in
     the template is the match, other ``$names`` are empty, ``$$`` is ``$``."""
@@ -566,13 +669,13 @@ def _replace_all(regex: re.Pattern[str], value: str, template: str) -> str:
     search = 0
     end = len(value)
     while search <= end:
-        m = regex.search(value, search)
-        if m is None:
+        span = glob.search(value, search)
+        if span is None:
             break
-        start, stop = m.span()
+        start, stop = span
         out.append(value[last_end:start])
         if stop > last_end or start == 0:
-            out.append(_expand_template(template, m.group()))
+            out.append(_expand_template(template, value[start:stop]))
         last_end = stop
         search = search + 1 if search + 1 > stop else stop
     out.append(value[last_end:])

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from builder.errors import PybuildError
+from builder.frontend import shell
 from builder.frontend.shell import ExpansionError, Lexer, envs_from_list
 
 SHELL = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "buildkit" / "shell"
@@ -342,6 +343,15 @@ def test_absurd_nesting_is_refused_cleanly():
     assert Lexer().process_word("${A:-" * 50 + "x" + "}" * 50, {}) == "x"
 
 
+def test_patterns_with_many_stars_run_in_linear_time():
+    # Backtracking would need about 5000**6 steps here; the linear matcher does not.
+    value = "a" * 5000
+    assert Lexer().process_word("${V##*a*a*a*a*a*b}", {"V": value}) == value
+    assert Lexer().process_word("${V%%a*a*a*a*a*b*}", {"V": value}) == value
+    assert Lexer().process_word("${V//a*a*a*b/x}", {"V": value}) == value
+    assert Lexer().process_word("${V#*a*a*a*a}", {"V": value}) == value[4:]
+
+
 def test_long_words_are_fine():
     word = "$A/" * 20_000
     assert Lexer().process_word(word, {"A": "a"}) == "a/" * 20_000
@@ -401,6 +411,25 @@ def test_random_text_only_ever_raises_expansion_errors(lexer: Lexer, word: str, 
     again, used, unset = lexer.process_word_with_matches(word, env)
     assert again == result
     assert used <= set(env) and not (unset & set(env))
+
+
+GLOBS = st.text(alphabet=st.sampled_from(list("ab*?\\")), max_size=8)
+VALUES = st.text(alphabet=st.sampled_from(list("ab*?\\\n")), max_size=12)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(pattern=GLOBS, value=VALUES, greedy=st.booleans(), pos=st.integers(0, 12))
+def test_the_linear_matcher_agrees_with_the_regex_engine(pattern: str, value: str, greedy: bool, pos: int):
+    """Two independent ways to find leftmost-first glob matches must agree."""
+    try:
+        glob = shell._compile_glob(pattern, greedy)
+    except shell._Fail:
+        return  # an invalid escape: no matcher involved
+    pos = min(pos, len(value))
+    anchored = glob.regex.match(value)
+    assert glob._linear(value, 0, anchored=True) == (anchored.span() if anchored else None)
+    found = glob.regex.search(value, pos)
+    assert glob._linear(value, pos, anchored=False) == (found.span() if found else None)
 
 
 @settings(max_examples=500, deadline=None)
