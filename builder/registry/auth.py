@@ -111,7 +111,7 @@ class Authenticator:
             with self._fetch_lock(scopes):
                 with self._lock:
                     token = self._tokens.get(_key(scopes))
-                if token and token.expires_at > time.monotonic():
+                if token and token.expires_at > _now():
                     return f"Bearer {token.value}"
                 return f"Bearer {self._fetch_token(challenge, scopes)}"
         return None
@@ -196,11 +196,16 @@ class Authenticator:
             lifetime = float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
         except (TypeError, ValueError):
             lifetime = DEFAULT_TOKEN_LIFETIME
-        expires = time.monotonic() + max(lifetime - EXPIRY_MARGIN, lifetime / 2)
+        expires = _now() + max(lifetime - EXPIRY_MARGIN, lifetime / 2)
         token = _Token(value, expires)
         with self._lock:
             self._tokens[_key(cache_as if cache_as is not None else scopes)] = token
         return value
+
+
+def _now() -> float:
+    """The clock token expiry is measured on (a seam for tests)."""
+    return time.monotonic()
 
 
 def _key(scopes: tuple[str, ...]) -> tuple[str, ...]:

@@ -104,15 +104,23 @@ def test_token_server_answering_access_token_works_too(token_registry, token_ser
         token_server.answer_key = "token"
 
 
-def test_expired_tokens_are_fetched_again(token_registry, token_server, store, tmp_path):
+def test_tokens_are_reused_until_they_expire_then_fetched_again(token_registry, token_server, store, monkeypatch):
+    from builder.registry import auth as auth_module
+    from builder.registry.client import RepositoryClient
+    from builder.registry.transport import Transport
+
     image = make_image(store, [{"a": b"expiry"}])
-    ref = f"{token_registry.host}/team/expiry:v1"
-    token_server.expires_in = 1  # shorter than the client's safety margin: never reused
-    try:
-        push_image(ref, store, image.manifest, options=as_alice(), concurrency=1)
-    finally:
-        token_server.expires_in = 300
-    assert pull_image(ref, DirBlobStore(tmp_path / "f"), options=as_alice()).manifest.digest == image.manifest.digest
+    push_image(f"{token_registry.host}/team/expiry:v1", store, image.manifest, options=as_alice())
+    client = RepositoryClient(Transport(token_registry.host, as_alice()), "team/expiry")
+    clock = [1000.0]
+    monkeypatch.setattr(auth_module, "_now", lambda: clock[0])
+    before = len(token_server.requests_seen)
+    client.blob_size(image.layer_digests[0])
+    client.blob_size(image.config_digest)
+    assert len(token_server.requests_seen) == before + 1  # cached for the second request
+    clock[0] += token_server.expires_in  # past expiry (less the safety margin)
+    assert client.blob_size(image.layer_digests[0]) is not None
+    assert len(token_server.requests_seen) == before + 2
 
 
 def test_anonymous_pull_of_a_public_repository(token_registry, store, tmp_path):

@@ -174,3 +174,37 @@ def _write_oci_layout(layout, store, root) -> None:
     (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
         "mediaType": root.media_type, "digest": root.digest, "size": len(root.content),
         "annotations": {"org.opencontainers.image.ref.name": "x"}}]}))
+
+
+def test_schema1_manifests_are_rejected_clearly(store):
+    """distribution 2.8 no longer serves schema 1, so a tiny server plays an old registry."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from builder.registry.errors import UnsupportedManifestError
+
+    body = json.dumps({"schemaVersion": 1, "name": "old/app", "tag": "v1", "fsLayers": [], "history": []}).encode()
+
+    class OldRegistry(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            if "/manifests/" in self.path:
+                self.send_header("Content-Type", "application/vnd.docker.distribution.manifest.v1+prettyjws")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OldRegistry)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        with pytest.raises(UnsupportedManifestError, match="schema 1"):
+            pull_image(f"127.0.0.1:{server.server_port}/old/app:v1", store)
+    finally:
+        server.shutdown()
+        server.server_close()
