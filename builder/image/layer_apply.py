@@ -24,20 +24,18 @@ import errno
 import os
 import shutil
 import stat
-import tarfile
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from builder.image.compress import open_layer_stream
 from builder.image.errors import LayerError
 from builder.image.layer_writer import OPAQUE_MARKER, OVERLAY_XATTR_PREFIXES, WHITEOUT_PREFIX
+from builder.image import tarreader as tr
+from builder.image.tarreader import MemberContent, TarMember, read_members
 
 MAX_NAME_BYTES = 4096
 MAX_DEPTH = 256          # deeper trees break path-based syscalls and recursive removal
 MAX_SYMLINK_HOPS = 40    # as the kernel's MAXSYMLINKS
-_CHUNK = 1 << 20
-_XATTR_PREFIX = "SCHILY.xattr."
-_TAR_ERRORS = (tarfile.TarError, EOFError, ValueError, UnicodeError)
 
 
 @dataclass
@@ -75,10 +73,10 @@ def apply_layer(blob: BinaryIO, target: str | os.PathLike, media_type: str | Non
                 stream.close()
     except LayerError:
         raise
-    except _TAR_ERRORS as exc:
-        raise LayerError(f"layer is not a valid tar stream: {exc}") from None
+    except (EOFError, ValueError) as exc:  # truncated or corrupt compressed data
+        raise LayerError(f"layer data is corrupt: {exc}") from None
     except OSError as exc:
-        if exc.errno is None or isinstance(exc, EOFError):
+        if exc.errno is None:  # gzip.BadGzipFile and friends
             raise LayerError(f"layer data is corrupt: {exc}") from None
         raise LayerError(f"cannot apply layer: {exc}") from None
     except Exception as exc:  # codec errors (zstd, isal) have their own types
@@ -90,6 +88,9 @@ def apply_layer(blob: BinaryIO, target: str | os.PathLike, media_type: str | Non
 
 def clean_name(name: str) -> str:
     """A member name as a relative path without ``.``/empty parts; refuses escapes."""
+    if (name and name[0] != "/" and "\0" not in name and "//" not in name and "." not in name[:1]
+            and "/." not in name and len(name) <= MAX_NAME_BYTES // 4 and name.count("/") < MAX_DEPTH):
+        return name.rstrip("/")  # fast path: already clean (short enough for any encoding)
     if "\0" in name:
         raise LayerError(f"refusing layer entry {name!r}: NUL in name")
     if name.startswith("/"):
@@ -116,11 +117,9 @@ class _Applier:
         self.opaque: list[str] = []
 
     def run(self, stream: BinaryIO) -> None:
-        with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tar:
-            self.tar = tar
-            for member in tar:
-                self.stats.entries += 1
-                self._member(member)
+        for member, content in read_members(stream):
+            self.stats.entries += 1
+            self._member(member, content)
         for rel in self.opaque:
             self._apply_opaque(rel)
         # Directory modes and mtimes last: a read-only directory must still take its
@@ -194,7 +193,7 @@ class _Applier:
 
     # -- entries
 
-    def _member(self, m: tarfile.TarInfo) -> None:
+    def _member(self, m: TarMember, content: MemberContent) -> None:
         rel = clean_name(m.name)
         if not rel:
             return  # the root itself: the target's own metadata is not the layer's to change
@@ -202,28 +201,24 @@ class _Applier:
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(parent_rel, base)
             return
-        if m.issparse():
-            raise LayerError(f"refusing layer entry {m.name!r}: sparse files are not supported")
         parent = self._dir(parent_rel, create=True)
-        path = os.path.join(parent, base)
+        path = f"{parent}/{base}"
         self.created.add(rel)
-        if m.isdir():
+        if m.type == tr.DIRECTORY:
             self._directory(path, m)
-        elif m.isreg():
-            self._regular(path, m)
-        elif m.issym():
+        elif m.type == tr.REGULAR:
+            self._regular(path, m, content)
+        elif m.type == tr.SYMLINK:
             self._remove(path)
             os.symlink(m.linkname, path)
             self._owner(path, m)
             os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
-        elif m.islnk():
+        elif m.type == tr.HARDLINK:
             self._hardlink(path, m)
-        elif m.ischr() or m.isblk() or m.isfifo():
-            self._special(path, m)
         else:
-            raise LayerError(f"refusing layer entry {m.name!r}: unsupported tar entry type {m.type!r}")
+            self._special(path, m)
 
-    def _directory(self, path: str, m: tarfile.TarInfo) -> None:
+    def _directory(self, path: str, m: TarMember) -> None:
         try:
             st = os.lstat(path)
             keep = stat.S_ISDIR(st.st_mode)
@@ -236,29 +231,25 @@ class _Applier:
         self._xattrs(path, m)
         self.dir_meta.append((path, m.mode & 0o7777, int(m.mtime)))
 
-    def _regular(self, path: str, m: tarfile.TarInfo) -> None:
-        self._remove(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with open(fd, "wb", buffering=0) as out:
-            src = self.tar.fileobj
-            src.seek(m.offset_data)
-            left = m.size
-            while left:
-                data = src.read(min(_CHUNK, left))
-                if not data:
-                    raise LayerError(f"layer is truncated inside {m.name!r}")
-                view = memoryview(data)
-                while view:
-                    view = view[out.write(view):]
-                left -= len(data)
+    def _regular(self, path: str, m: TarMember, content: MemberContent) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:  # replacing a lower layer's entry (of any type)
+            self._remove(path)
+            fd = os.open(path, flags, 0o600)
+        try:
+            content.copy_to(lambda view: _write_all(fd, view))
             self.stats.bytes += m.size
             if self.same_owner:
                 os.fchown(fd, m.uid, m.gid)
             os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears set-id bits
             self._xattrs(path, m)
             os.utime(fd, (m.mtime, m.mtime))
+        finally:
+            os.close(fd)
 
-    def _hardlink(self, path: str, m: tarfile.TarInfo) -> None:
+    def _hardlink(self, path: str, m: TarMember) -> None:
         try:
             target_rel = clean_name(m.linkname)
         except LayerError:
@@ -275,15 +266,15 @@ class _Applier:
         self._remove(path)
         os.link(source, path, follow_symlinks=False)
 
-    def _special(self, path: str, m: tarfile.TarInfo) -> None:
+    def _special(self, path: str, m: TarMember) -> None:
         self._remove(path)
-        if m.isfifo():
+        if m.type == tr.FIFO:
             os.mkfifo(path, m.mode & 0o7777)
         else:
             if not self.devices:
                 self.stats.skipped_devices += 1
                 return
-            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+            kind = stat.S_IFCHR if m.type == tr.CHARDEV else stat.S_IFBLK
             try:
                 os.mknod(path, kind | (m.mode & 0o7777), os.makedev(m.devmajor, m.devminor))
             except PermissionError:  # e.g. inside a user namespace
@@ -293,20 +284,16 @@ class _Applier:
         os.chmod(path, m.mode & 0o7777)
         os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
 
-    def _owner(self, path: str, m: tarfile.TarInfo) -> None:
+    def _owner(self, path: str, m: TarMember) -> None:
         if self.same_owner:
             os.lchown(path, m.uid, m.gid)
 
-    def _xattrs(self, path: str, m: tarfile.TarInfo) -> None:
-        for key, value in m.pax_headers.items():
-            if not key.startswith(_XATTR_PREFIX):
-                continue
-            name = key[len(_XATTR_PREFIX):]
+    def _xattrs(self, path: str, m: TarMember) -> None:
+        for name, value in m.xattrs.items():
             if name.startswith(OVERLAY_XATTR_PREFIXES):
                 continue  # would let a layer steer overlayfs when used as a lower dir
-            raw = value.encode("utf-8", "surrogateescape")
             try:
-                os.setxattr(path, name, raw, follow_symlinks=False)
+                os.setxattr(path, name, value, follow_symlinks=False)
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES):
                     raise
@@ -347,3 +334,8 @@ class _Applier:
                     self._remove(c_path)
                 elif is_dir:
                     stack.append((c_rel, c_path))
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
