@@ -1,0 +1,187 @@
+"""Unpacked layer snapshots: each layer applied once onto an empty directory and kept for reuse.
+
+``ROOT/snapshots/sha256/<diffID hex>/`` holds one layer's own files, with its
+whiteouts in overlayfs form (a 0/0 character device for a deleted name, the
+``trusted.overlay.opaque=y`` xattr on an opaque directory), so a stack of
+snapshots can be given to overlayfs as ``lowerdir``s directly. Snapshots
+are read-only by convention: never write into one.
+
+The layer is unpacked into scratch space, its uncompressed bytes are checked
+against the diffID, and only then is the directory renamed into place; one
+process unpacks while others wait for it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tarfile
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Iterator
+
+from builder.image.compress import open_layer_stream
+from builder.image.digest import parse_digest
+from builder.image.layer import OPAQUE_MARKER, WHITEOUT_PREFIX, apply_layer, clean_name
+from builder.image import mediatypes as mt
+from builder.image.oci import Descriptor
+from builder.store.errors import BlobNotFoundError, DigestMismatchError, StoreError
+from builder.store.locks import file_lock
+
+if TYPE_CHECKING:
+    from builder.store.store import ContentStore
+
+_CHUNK = 1 << 20
+
+
+def snapshot_dir(store: "ContentStore", diff_id: str) -> Path:
+    return store.root / "snapshots" / "sha256" / parse_digest(diff_id).split(":", 1)[1]
+
+
+def unpack_lock(store: "ContentStore", diff_id: str) -> Path:
+    return store.root / "locks" / f"snapshot-{diff_id[7:]}.unpack.lock"
+
+
+def use_lock(store: "ContentStore", diff_id: str) -> Path:
+    return store.root / "locks" / f"snapshot-{diff_id[7:]}.use.lock"
+
+
+def layer_snapshot(store: "ContentStore", layer: str | Descriptor) -> Path:
+    """The snapshot directory of ``layer`` (a diffID or a manifest layer descriptor), unpacking it if needed."""
+    diff_id, blob_digest, media_type = _identify(store, layer)
+    path = snapshot_dir(store, diff_id)
+    if path.is_dir():
+        store.index.touch_snapshot(diff_id)
+        return path
+    with file_lock(unpack_lock(store, diff_id), exclusive=True), store.lease():
+        if path.is_dir():  # another process finished it while we waited
+            return path
+        scratch = Path(store.scratch.path) / f"snap-{diff_id[7:19]}"
+        scratch.mkdir()
+        with store.open_blob(blob_digest) as blob:
+            _unpack(blob, media_type, scratch, diff_id)
+        size = _tree_size(scratch)
+        os.rename(scratch, path)
+        store.index.record_snapshot(diff_id, size)
+    return path
+
+
+@contextmanager
+def lease_snapshots(store: "ContentStore", diff_ids: list[str]) -> Iterator[None]:
+    """Shared locks that keep ``prune`` from removing these snapshots while they are in use."""
+    with ExitStack() as stack:
+        for diff_id in diff_ids:
+            stack.enter_context(file_lock(use_lock(store, parse_digest(diff_id)), exclusive=False))
+        yield
+
+
+def _identify(store: "ContentStore", layer: str | Descriptor) -> tuple[str, str, str]:
+    """(diffID, blob digest, media type) for a diffID or a layer descriptor."""
+    if isinstance(layer, Descriptor):
+        diff_id = store.index.diff_id_of(layer.digest)
+        if diff_id is None:
+            raise BlobNotFoundError(f"layer {layer.digest} is not part of any image in the store")
+        return diff_id, layer.digest, layer.media_type
+    diff_id = parse_digest(layer)
+    for digest, media_type in store.index.layer_blobs_for(diff_id):
+        if store.has_blob(digest):
+            return diff_id, digest, media_type
+    raise BlobNotFoundError(f"no layer with diffID {diff_id} is in the store")
+
+
+class _HashingReader:
+    """Reads through to ``source`` while hashing, so the diffID is checked in the same pass."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.hash = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.source.read(n)
+        self.hash.update(data)
+        return data
+
+    def drain(self) -> str:
+        while self.read(_CHUNK):
+            pass
+        return "sha256:" + self.hash.hexdigest()
+
+
+def _unpack(blob: BinaryIO, media_type: str, target: Path, diff_id: str) -> None:
+    stream = open_layer_stream(blob, media_type)
+    try:
+        reader = _HashingReader(stream)
+        apply_layer(reader, target, mt.OCI_LAYER_TAR)
+        got = reader.drain()
+    finally:
+        if stream is not blob:
+            stream.close()
+    if got != diff_id:
+        raise DigestMismatchError(f"layer {diff_id[:19]} unpacks to {got[:19]}: the blob is corrupt")
+    blob.seek(0)
+    _mark_whiteouts(blob, media_type, target)
+
+
+def _mark_whiteouts(blob: BinaryIO, media_type: str, target: Path) -> None:
+    """Second pass over the tar headers: turn OCI whiteouts into overlayfs ones."""
+    stream = open_layer_stream(blob, media_type)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                name = clean_name(member.name)
+                parent, _, base = name.rpartition("/")
+                if not base.startswith(WHITEOUT_PREFIX):
+                    continue
+                parent_dir = _inside(target, parent)
+                if base == OPAQUE_MARKER:
+                    _set_opaque(parent_dir)
+                else:
+                    _mknod_whiteout(parent_dir / base[len(WHITEOUT_PREFIX):])
+    finally:
+        if stream is not blob:
+            stream.close()
+
+
+def _inside(root: Path, rel: str) -> Path:
+    """``root/rel`` as a real directory, created if missing; a symlink on the way is refused
+    (following it could leave the snapshot)."""
+    path = root
+    for part in filter(None, rel.split("/")):
+        path = path / part
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            path.mkdir(mode=0o755)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"layer has a whiteout under {rel!r}, which is not a directory in that layer")
+    return path
+
+
+def _set_opaque(path: Path) -> None:
+    try:
+        os.setxattr(path, "trusted.overlay.opaque", b"y", follow_symlinks=False)
+    except PermissionError:
+        raise StoreError("cannot record an opaque directory in a snapshot without root "
+                         "(trusted.overlay.* xattrs need CAP_SYS_ADMIN)") from None
+
+
+def _mknod_whiteout(path: Path) -> None:
+    if os.path.lexists(path):
+        return  # the layer re-creates the name itself
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+    except PermissionError:
+        raise StoreError("cannot record a whiteout in a snapshot without root (overlayfs whiteouts are "
+                         "0/0 character devices)") from None
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames + dirnames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total

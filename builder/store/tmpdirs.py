@@ -1,0 +1,110 @@
+"""Per-process scratch directories under ``ROOT/tmp`` that a killed process cannot leak for good.
+
+Each process owns ``tmp/<name>/`` while it holds an exclusive ``flock`` on
+``tmp/<name>.lock``. Opening the store removes every scratch directory whose
+lock nobody holds (its owner died), and never touches a live process's files.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from builder.store.locks import try_lock
+
+_LOCK_SUFFIX = ".lock"
+
+
+class ScratchDir:
+    """This process's scratch directory; created on first use, removed on ``close``."""
+
+    def __init__(self, tmp_root: Path) -> None:
+        self.tmp_root = tmp_root
+        self._path: Path | None = None
+        self._fd: int | None = None
+        self._pid = 0
+
+    @property
+    def path(self) -> Path:
+        if self._path is None or self._pid != os.getpid():  # a fork must not share its parent's dir
+            self._create()
+        assert self._path is not None
+        return self._path
+
+    def _create(self) -> None:
+        while True:
+            fd, lock_name = tempfile.mkstemp(prefix=f"p{os.getpid()}-", suffix=_LOCK_SUFFIX, dir=self.tmp_root)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # A cleaner may have taken and deleted the lock file between mkstemp and flock.
+            try:
+                if os.stat(lock_name).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        path = Path(lock_name[: -len(_LOCK_SUFFIX)])
+        path.mkdir(mode=0o700)
+        self._fd, self._path, self._pid = fd, path, os.getpid()
+
+    def close(self) -> None:
+        if self._path is not None and self._pid == os.getpid():
+            shutil.rmtree(self._path, ignore_errors=True)
+            try:
+                os.unlink(str(self._path) + _LOCK_SUFFIX)
+            except FileNotFoundError:
+                pass
+            if self._fd is not None:
+                os.close(self._fd)
+        self._path = self._fd = None
+
+
+def clean_stale_scratch(tmp_root: Path) -> int:
+    """Remove scratch directories of dead processes; returns how many entries were removed."""
+    removed = 0
+    try:
+        entries = list(os.scandir(tmp_root))
+    except FileNotFoundError:
+        return 0
+    locks = {e.name for e in entries if e.name.endswith(_LOCK_SUFFIX)}
+    for name in sorted(locks):
+        lock_path = tmp_root / name
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            if not try_lock(fd, exclusive=True):
+                continue  # its owner is alive
+            _remove(tmp_root / name[: -len(_LOCK_SUFFIX)])
+            os.unlink(lock_path)
+            removed += 1
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
+    # Anything else without a lock file is an orphan (its lock was removed above, or never made).
+    for entry in entries:
+        if entry.name.endswith(_LOCK_SUFFIX) or entry.name + _LOCK_SUFFIX in locks:
+            continue
+        _remove(Path(entry.path))
+        removed += 1
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        # Snapshots unpack read-only directories; make them writable so rmtree can empty them.
+        def onerror(func, p, exc):
+            try:
+                os.chmod(os.path.dirname(p), 0o700)
+                func(p)
+            except OSError:
+                pass
+        shutil.rmtree(path, onerror=onerror)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
