@@ -56,19 +56,30 @@ def registry_options(args: argparse.Namespace):
 
 def _pull(args: argparse.Namespace) -> int:
     from builder.registry.api import pull_to_store
+    from builder.store.store import open_store
 
-    result = pull_to_store(args.image, state_root(args), platform=args.platform, options=registry_options(args),
-                           progress=None if args.quiet else _say)
-    print(result.digest if args.quiet else f"pulled {result.reference} ({result.digest})")
+    with open_store(state_root(args)) as store:
+        image = pull_to_store(args.image, store, platform=args.platform, options=registry_options(args),
+                              progress=None if args.quiet else _say)
+    if args.quiet:
+        print(image.digest)
+    else:
+        print(f"pulled {args.image}: digest {image.digest} ({image.platform})")
     return 0
 
 
 def _push(args: argparse.Namespace) -> int:
     from builder.registry.api import push_from_store
+    from builder.store.store import open_store
 
-    result = push_from_store(args.image, state_root(args), options=registry_options(args),
-                             progress=None if args.quiet else _say)
-    print(result.digest if args.quiet else f"pushed {result.reference} ({result.digest})")
+    with open_store(state_root(args)) as store:
+        result = push_from_store(args.image, store, options=registry_options(args),
+                                 progress=None if args.quiet else _say)
+    if args.quiet:
+        print(result.digest)
+    else:
+        print(f"pushed {result.reference}: digest {result.digest} ({len(result.uploaded)} uploaded, "
+              f"{len(result.mounted)} mounted, {len(result.existing)} already there)")
     return 0
 
 

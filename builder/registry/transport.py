@@ -143,7 +143,9 @@ class Transport:
         for scheme in schemes:
             url = f"{scheme}://{self.host}/v2/"
             verify = self.verify if scheme == "https" and not self.options.allows_plain_http(self.host) else False
-            for attempt in range(self.options.retry.attempts):
+            # Only the last scheme gets retries: a refused https connection means http is refused too.
+            attempts = self.options.retry.attempts if scheme == schemes[-1] else 1
+            for attempt in range(attempts):
                 try:
                     resp = self.session.get(url, timeout=self.timeout, verify=verify, allow_redirects=False)
                 except requests.exceptions.SSLError as exc:
@@ -151,10 +153,10 @@ class Transport:
                     break  # a plain-http server: try the next scheme
                 except requests.RequestException as exc:
                     last = exc
-                    if attempt + 1 < self.options.retry.attempts:
+                    if attempt + 1 < attempts:
                         time.sleep(self.options.retry.delay(attempt))
                     continue
-                if resp.status_code in RETRYABLE_STATUS and attempt + 1 < self.options.retry.attempts:
+                if resp.status_code in RETRYABLE_STATUS and attempt + 1 < attempts:
                     time.sleep(self.options.retry.delay(attempt, parse_retry_after(resp.headers.get("Retry-After"))))
                     continue
                 if resp.status_code == 401 and resp.headers.get("WWW-Authenticate"):
