@@ -22,10 +22,14 @@ A word with nothing to process (no ``$``, quote or escape character) is
 returned without a character-by-character scan: this runs for every word of
 every build.
 
-One deliberate divergence: BuildKit's current lexer shares one buffer between
-nested scans, so ``ProcessWords("ab${X:-c}d")`` loses the ``ab`` and gives
-``["cd"]``; here the words keep their text (``["abcd"]``). The expanded string
-itself is the same.
+Two deliberate differences, neither changing what a word expands to:
+
+* revisions of BuildKit's lexer that share one words buffer between nested
+  scans split ``ab${X:-c}d`` into ``["cd"]``, losing ``ab``; here the words
+  keep their text (``["abcd"]``);
+* Go's regexp engine is linear-time and Python's backtracks, so a pattern with
+  several stars against a long value switches to a linear-time matcher with
+  the same leftmost-first semantics (see ``_Glob``).
 """
 from __future__ import annotations
 

@@ -378,9 +378,9 @@ def test_buildkit_quirk_errors_are_kept(word: str, reason: str):
 
 
 def test_text_before_a_nested_expansion_stays_in_its_word():
-    """Deliberate divergence: BuildKit's lexers since its shared words buffer
-    (seen in a 2024 revision) drop "ab" here and give ["cd", "e"]; the
-    expanded string is right either way, only the split differs."""
+    """Deliberate divergence: BuildKit revisions whose nested scans share one
+    words buffer drop "ab" here and give ["cd", "e"]; the expanded string is
+    the same either way, only the split differs."""
     assert Lexer().process_words("ab${X:-c}d e", {}) == ["abcd", "e"]
     assert Lexer().process_words('x"${A:-b}" y', {}) == ["xb", "y"]
 
