@@ -67,23 +67,26 @@ def apply_layer(blob: BinaryIO, target: str | os.PathLike, media_type: str | Non
     try:
         stream = open_layer_stream(blob, media_type)
         try:
-            applier.run(stream)
+            applier.run(_CheckedReader(stream))
         finally:
             if stream is not blob:
                 stream.close()
-    except LayerError:
-        raise
-    except (EOFError, ValueError) as exc:  # truncated or corrupt compressed data
-        raise LayerError(f"layer data is corrupt: {exc}") from None
     except OSError as exc:
-        if exc.errno is None:  # gzip.BadGzipFile and friends
-            raise LayerError(f"layer data is corrupt: {exc}") from None
         raise LayerError(f"cannot apply layer: {exc}") from None
-    except Exception as exc:  # codec errors (zstd, isal) have their own types
-        if type(exc).__module__.startswith(("zstandard", "isal", "zlib", "gzip")):
-            raise LayerError(f"layer data is corrupt: {exc}") from None
-        raise
     return applier.stats
+
+
+class _CheckedReader:
+    """Turns any failure of the decompressing stream into a one-line ``LayerError``."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def read(self, n: int) -> bytes:
+        try:
+            return self._stream.read(n)
+        except Exception as exc:  # codecs raise their own types (IsalError, ZstdError, EOFError, ...)
+            raise LayerError(f"layer data is corrupt: {exc or type(exc).__name__}") from None
 
 
 def clean_name(name: str) -> str:
