@@ -1,0 +1,228 @@
+"""One ``pybuild build``: read the Dockerfile and context, solve, export, report.
+
+This is the wiring between the CLI and the parts: frontend (parse), context
+(sources), solver (steps and cache), store (images), exporters (outputs),
+progress and report. ``run(options)`` returns the image id.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.errors import PybuildError, UsageError
+
+
+@dataclass
+class BuildOptions:
+    context: str = "."
+    dockerfile: Path = Path("Dockerfile")
+    tags: list[str] = field(default_factory=list)
+    target: str | None = None
+    build_args: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
+    ssh: list[str] = field(default_factory=list)
+    no_cache: bool = False
+    no_cache_filter: set[str] = field(default_factory=set)
+    pull: bool = False
+    platform: str | None = None
+    network: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    iidfile: str | None = None
+    metadata_file: str | None = None
+    progress: str = "auto"
+    report_file: str | None = None
+    jobs: int = 2
+    root: Path = Path("/var/lib/pybuild")
+
+
+def source_date_epoch() -> int | None:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not {value!r}") from None
+
+
+def parse_outputs(values: list[str]) -> list[dict[str, str]]:
+    """``--output`` values (``type=oci,dest=x.tar``, or a bare path for type=local)."""
+    out = []
+    for value in values:
+        if "=" not in value:
+            out.append({"type": "local", "dest": value})
+            continue
+        fields = {}
+        for part in value.split(","):
+            k, eq, v = part.partition("=")
+            if not eq:
+                raise UsageError(f"invalid --output {value!r}: expected key=value pairs")
+            fields[k.strip()] = v
+        kind = fields.get("type")
+        if kind not in ("image", "oci", "docker", "local", "tar", "registry"):
+            raise UsageError(f"invalid --output type {kind!r}",)
+        if kind in ("oci", "docker", "local", "tar") and not fields.get("dest"):
+            raise UsageError(f"--output type={kind} needs dest=PATH")
+        out.append(fields)
+    return out
+
+
+def run(options: BuildOptions) -> str:
+    """Build, export and report; returns the image id (config digest)."""
+    from builder.frontend import parse
+    from builder.image.oci import Platform
+    from builder.progress import make_progress
+    from builder.solver.ops import BuildOps
+    from builder.solver.solver import BuildRequest, Solver
+    from builder.store.store import ContentStore
+
+    try:
+        data = options.dockerfile.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{options.dockerfile}: no such file (give the Dockerfile with -f)") from None
+    except IsADirectoryError:
+        raise UsageError(f"{options.dockerfile}: is a directory") from None
+    dockerfile = parse(data, str(options.dockerfile))
+    outputs = parse_outputs(options.outputs)
+    platform = options.platform or str(Platform.host())
+
+    progress = make_progress(options.progress)
+    store = ContentStore(options.root)
+    report = None
+    try:
+        with store.lease():
+            ops = BuildOps(store, options, dockerfile, progress)
+            solver = Solver(store, ops, progress)
+            request = BuildRequest(
+                dockerfile=dockerfile, target=options.target, build_args=options.build_args,
+                no_cache=options.no_cache, no_cache_filter=options.no_cache_filter, platform=platform,
+                jobs=options.jobs, context_id=ops.context_id,
+            )
+            try:
+                state, report, _graph = solver.build(request)
+            except BaseException:
+                report = getattr(solver, "_last_report", None)
+                raise
+            finally:
+                ops.close()
+            image = export_image(store, state, options, platform)
+            report.image_id = image.id
+            for out in outputs:
+                write_output(store, image, out, options)
+        _write_iidfile(options, image.id)
+        _write_metadata(options, image)
+        return image.id
+    finally:
+        progress.close()
+        if report is not None:
+            _save_report(options, report, progress)
+        store.close()
+
+
+def _save_report(options: BuildOptions, report, progress) -> None:
+    reports = options.root / "reports"
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+        report.write(reports / "last.json")
+    except OSError:
+        pass
+    if options.report_file:
+        report.write(options.report_file)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(report.markdown())
+    if options.progress != "quiet":
+        for line in report.summary_lines():
+            progress.info(line) if options.progress == "json" else print(line, file=__import__("sys").stderr)
+
+
+def export_image(store, state, options: BuildOptions, platform: str):
+    """The target stage's final state as an OCI image in the store, tagged."""
+    from builder.image.oci import ContainerConfig, Healthcheck, History, ImageConfig, Platform, RootFS, \
+        format_created
+
+    epoch = source_date_epoch()
+    created = format_created(epoch if epoch is not None else time.time())
+    base = ImageConfig.from_json(state.base_config) if state.base_config else None
+    plat = Platform.parse(state.platform or platform)
+    cfg = state.config
+    labels = dict(cfg.labels)
+    labels.update(options.labels)
+    health = None
+    if cfg.healthcheck is not None:
+        test, interval, timeout, start_period, start_interval, retries = cfg.healthcheck
+        health = Healthcheck(test=list(test), interval=interval, timeout=timeout, start_period=start_period,
+                             start_interval=start_interval, retries=retries)
+    container = ContainerConfig(
+        user=cfg.user or None,
+        exposed_ports=list(cfg.exposed_ports) or None,
+        env=list(cfg.env) or None,
+        entrypoint=list(cfg.entrypoint) if cfg.entrypoint is not None else None,
+        cmd=list(cfg.cmd) if cfg.cmd is not None else None,
+        volumes=list(cfg.volumes) or None,
+        working_dir=cfg.working_dir or None,
+        labels=labels or None,
+        stop_signal=cfg.stop_signal,
+        healthcheck=health,
+        on_build=list(cfg.on_build) or None,
+        shell=list(cfg.shell) if cfg.shell else None,
+    )
+    history = []
+    base_history = base.history if base else []
+    for i, h in enumerate(state.history):
+        if i < len(base_history):
+            history.append(base_history[i])
+        else:
+            history.append(History(created=created, created_by=h.created_by, comment=h.comment or "buildkit.dockerfile.v0",
+                                   empty_layer=h.empty_layer))
+    config = ImageConfig(
+        architecture=plat.architecture, os=plat.os, variant=plat.variant, created=created,
+        author=cfg.author or (base.author if base else None), config=container,
+        rootfs=RootFS(diff_ids=[lr.diff_id for lr in state.layers]), history=history,
+    )
+    from builder.image.oci import Descriptor
+
+    layers = [Descriptor(lr.media_type, lr.digest, lr.size) for lr in state.layers]
+    image = store.put_image(config, layers)
+    for tag in options.tags:
+        store.tag(image.digest if hasattr(image, "digest") else image.id, tag)
+    return image
+
+
+def write_output(store, image, out: dict[str, str], options: BuildOptions) -> None:
+    kind = out["type"]
+    if kind == "image":
+        name = out.get("name")
+        if name:
+            for n in name.split(","):
+                store.tag(image.digest, n)
+        return
+    if kind in ("oci", "docker"):
+        from builder.exporter import save_images
+
+        save_images(store, [image.digest], out["dest"], fmt=kind, names=options.tags)
+        return
+    if kind in ("local", "tar"):
+        from builder.exporter.local import export_local
+
+        export_local(store, image, out["dest"], as_tar=kind == "tar")
+        return
+    raise PybuildError(f"--output type={kind} is not supported yet")
+
+
+def _write_iidfile(options: BuildOptions, image_id: str) -> None:
+    if options.iidfile:
+        Path(options.iidfile).write_text(image_id)
+
+
+def _write_metadata(options: BuildOptions, image) -> None:
+    if options.metadata_file:
+        meta = {"containerimage.config.digest": image.id,
+                "containerimage.digest": image.digest,
+                "image.name": ",".join(options.tags) or None}
+        Path(options.metadata_file).write_text(json.dumps(meta, indent=2) + "\n")
