@@ -1,0 +1,261 @@
+"""``pybuild images``, ``inspect``, ``save``, ``load``, ``tag`` and ``rmi``: the images in the store."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+
+from builder.commands._common import add_root_argument, state_root
+from builder.errors import UsageError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("images", help="list the images in the store")
+    p.add_argument("repository", nargs="?", help="only this REPOSITORY[:TAG]")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only image IDs")
+    p.add_argument("--digests", action="store_true", help="show image digests")
+    p.add_argument("--no-trunc", action="store_true", help="do not shorten IDs")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="table (default) or json: one JSON object per line")
+    add_root_argument(p)
+    p.set_defaults(func=_images)
+
+    p = sub.add_parser("inspect", help="show an image's details as JSON (like docker image inspect)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--platform", help="OS/ARCH[/VARIANT] of a multi-platform image (default: the host's)")
+    add_root_argument(p)
+    p.set_defaults(func=_inspect)
+
+    p = sub.add_parser("save", help="write images to an OCI-layout or docker-archive tar")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-o", "--output", help="the archive to write ('-' for standard output)")
+    p.add_argument("--format", choices=("oci", "docker"), default="oci",
+                   help="oci: OCI image layout (default); docker: `docker load` format")
+    p.add_argument("--platform", help="for --format docker: the platform of a multi-platform image")
+    add_root_argument(p)
+    p.set_defaults(func=_save)
+
+    p = sub.add_parser("load", help="load images from an OCI-layout or docker-archive tar (gzip/zstd too)")
+    p.add_argument("-i", "--input", help="the archive to read (default: standard input)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+    add_root_argument(p)
+    p.set_defaults(func=_load)
+
+    p = sub.add_parser("tag", help="give an image another name")
+    p.add_argument("source", metavar="SOURCE_IMAGE")
+    p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
+    add_root_argument(p)
+    p.set_defaults(func=_tag)
+
+    p = sub.add_parser("rmi", help="remove images (their content goes at the next `system prune`)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-f", "--force", action="store_true", help="remove an image by ID even if several names use it")
+    add_root_argument(p)
+    p.set_defaults(func=_rmi)
+
+
+def open_store_for(args: argparse.Namespace):
+    from builder.store import ContentStore
+
+    return ContentStore(state_root(args))
+
+
+# ---------------------------------------------------------------- formatting
+
+def human_size(n: int) -> str:
+    """Sizes the way docker prints them: decimal units, three significant digits."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.3g}{unit}"
+        value /= 1000
+    return f"{n}B"
+
+
+def human_age(created: str | None, now: float | None = None) -> str:
+    """``3 days ago`` from an RFC 3339 time; ``N/A`` when unknown."""
+    if not created:
+        return "N/A"
+    try:
+        when = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return "N/A"
+    seconds = max(0, (now or time.time()) - when)
+    for unit, size in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400),
+                       ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    return "Less than a minute ago"
+
+
+def short_id(digest: str, full: bool = False) -> str:
+    return digest if full else digest.split(":", 1)[-1][:12]
+
+
+def print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("   ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+# ---------------------------------------------------------------- commands
+
+def _images(args: argparse.Namespace) -> int:
+    from builder.store.names import parse_reference, split_name
+
+    want_repo = want_tag = None
+    if args.repository:
+        ref = parse_reference(args.repository, default_tag=False)
+        want_repo, want_tag = ref.name, ref.tag
+    with open_store_for(args) as store:
+        summaries = store.list_images()
+    rows = []
+    for s in summaries:
+        if s.name is None:
+            repo, tag = "<none>", "<none>"
+            if want_repo:
+                continue
+        else:
+            ref = parse_reference(s.name)
+            if want_repo and (ref.name != want_repo or (want_tag and ref.tag != want_tag)):
+                continue
+            repo, tag = split_name(s.name)
+        rows.append((repo, tag, s))
+    if args.quiet:
+        seen = []
+        for _, _, s in rows:
+            ident = short_id(s.id, args.no_trunc)
+            if ident not in seen:
+                seen.append(ident)
+        print("\n".join(seen)) if seen else None
+        return 0
+    if args.format == "json":
+        for repo, tag, s in rows:
+            print(json.dumps({"Repository": repo, "Tag": tag, "ID": s.id, "Digest": s.digest,
+                              "CreatedAt": s.created, "Size": s.size}, sort_keys=True))
+        return 0
+    table = [["REPOSITORY", "TAG"] + (["DIGEST"] if args.digests else []) + ["IMAGE ID", "CREATED", "SIZE"]]
+    for repo, tag, s in rows:
+        table.append([repo, tag] + ([s.digest] if args.digests else [])
+                     + [short_id(s.id, args.no_trunc), human_age(s.created), human_size(s.size)])
+    print_table(table)
+    return 0
+
+
+def inspect_document(store, image) -> dict:
+    """``docker image inspect``'s JSON for one image."""
+    from builder.registry.reference import Reference
+    from builder.store.names import parse_reference
+
+    names = [parse_reference(n) for n in image.names]
+    repo_digests = sorted({Reference(r.registry, r.repository).familiar() + "@" + image.digest for r in names})
+    record = store.index.image(image.digest)
+    config = image.config
+    return {
+        "Id": image.id,
+        "RepoTags": [r.familiar() for r in names],
+        "RepoDigests": repo_digests,
+        "Parent": "",
+        "Comment": next((h.comment for h in reversed(config.history) if h.comment), "") if config.history else "",
+        "Created": config.created or "",
+        "DockerVersion": "",
+        "Author": config.author or "",
+        "Config": config.config.to_dict(),
+        "Architecture": config.architecture,
+        **({"Variant": config.variant} if config.variant else {}),
+        "Os": config.os,
+        "Size": image.size,
+        "RootFS": {"Type": config.rootfs.type, "Layers": list(config.diff_ids)},
+        "Metadata": {"LastTagTime": datetime.fromtimestamp(record.stored).astimezone().isoformat()
+                     if record else ""},
+        "Descriptor": {"mediaType": record.media_type if record else image.manifest.media_type,
+                       "digest": image.digest, "size": store.blob_size(image.digest)},
+        "Manifest": {"mediaType": image.manifest.media_type, "digest": image.manifest_digest},
+    }
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from builder.image.oci import Platform
+    from builder.store import ImageNotFoundError
+
+    platform = Platform.parse(args.platform) if args.platform else None
+    docs, missing = [], []
+    with open_store_for(args) as store:
+        for text in args.images:
+            try:
+                docs.append(inspect_document(store, store.get_image(text, platform)))
+            except ImageNotFoundError:
+                missing.append(text)
+    print(json.dumps(docs, indent=4))
+    if missing:
+        from builder.store import ImageNotFoundError
+
+        raise ImageNotFoundError(f"no such image: {', '.join(missing)}")
+    return 0
+
+
+def _save(args: argparse.Namespace) -> int:
+    from builder.exporter import save_to_path
+    from builder.image.oci import Platform
+
+    output = args.output
+    if output is None:
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write an archive to a terminal; give -o FILE (or -o - to insist)")
+        output = "-"
+    platform = Platform.parse(args.platform) if args.platform else None
+    with open_store_for(args) as store:
+        save_to_path(store, args.images, output, args.format, platform)
+    return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    from builder.exporter import load_archive
+    from builder.store.names import familiar_name
+
+    source = args.input
+    if source is None:
+        if sys.stdin.isatty():
+            raise UsageError("no archive given: use -i FILE or pipe an archive to standard input")
+        source = sys.stdin.buffer
+    with open_store_for(args) as store:
+        loaded = load_archive(store, source)
+    if not args.quiet:
+        for image in loaded:
+            if image.names:
+                for name in image.names:
+                    print(f"Loaded image: {familiar_name(name)}")
+            else:
+                print(f"Loaded image ID: {image.id or image.digest}")
+    return 0
+
+
+def _tag(args: argparse.Namespace) -> int:
+    with open_store_for(args) as store:
+        store.tag(args.source, args.target)
+    return 0
+
+
+def _rmi(args: argparse.Namespace) -> int:
+    from builder.store import StoreError
+    from builder.store.names import InvalidReferenceError, familiar_name
+
+    failed = []
+    with open_store_for(args) as store:
+        for text in args.images:
+            try:
+                untagged, deleted = store.remove_image(text, force=args.force)
+            except (StoreError, InvalidReferenceError) as exc:
+                print(exc.render(), file=sys.stderr)
+                failed.append(text)
+                continue
+            for name in untagged:
+                print(f"Untagged: {familiar_name(name)}")
+            for digest in deleted:
+                print(f"Deleted: {digest}")
+    if failed:
+        return 1
+    return 0

@@ -1,0 +1,73 @@
+"""``pybuild system df`` and ``pybuild system prune``: what the store holds, and reclaiming it."""
+from __future__ import annotations
+
+import argparse
+
+from builder.commands._common import add_root_argument
+from builder.commands.images import human_size, open_store_for, print_table
+
+
+def register(sub) -> None:
+    system = sub.add_parser("system", help="manage the store: disk usage, pruning")
+    ssub = system.add_subparsers(dest="system_command", metavar="COMMAND")
+    system.set_defaults(func=lambda args: _no_subcommand(system))
+
+    p = ssub.add_parser("df", help="show what the store holds and what could be reclaimed")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every image and snapshot")
+    add_root_argument(p)
+    p.set_defaults(func=_df)
+
+    p = ssub.add_parser("prune", help="remove unnamed images and content nothing references")
+    p.add_argument("-a", "--all", action="store_true", help="also remove the build cache")
+    p.add_argument("-f", "--force", action="store_true", help="accepted for docker compatibility (never prompts)")
+    add_root_argument(p)
+    p.set_defaults(func=_prune)
+
+
+def _no_subcommand(parser: argparse.ArgumentParser) -> int:
+    from builder.errors import UsageError
+
+    raise UsageError("pybuild system needs a command: df or prune")
+
+
+def _df(args: argparse.Namespace) -> int:
+    with open_store_for(args) as store:
+        usage = store.disk_usage()
+        table = [["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]]
+        for row in usage.rows():
+            pct = f" ({100 * row.reclaimable // row.size}%)" if row.size else ""
+            table.append([row.kind, str(row.total), str(row.active), human_size(row.size),
+                          human_size(row.reclaimable) + pct])
+        print_table(table)
+        if args.verbose:
+            print()
+            images = [["IMAGE", "ID", "SIZE"]]
+            from builder.commands.images import short_id
+            from builder.store.names import familiar_name
+
+            for s in store.list_images():
+                images.append([familiar_name(s.name) if s.name else "<none>", short_id(s.id), human_size(s.size)])
+            print_table(images)
+            print()
+            snaps = [["SNAPSHOT (diffID)", "SIZE"]]
+            for diff_id, size, _, _ in store.index.snapshots():
+                snaps.append([short_id(diff_id), human_size(size)])
+            print_table(snaps)
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    with open_store_for(args) as store:
+        report = store.prune(cache=args.all)
+    for digest in report.images:
+        print(f"Deleted image: {digest}")
+    for digest in report.blobs:
+        print(f"Deleted blob: {digest}")
+    for diff_id in report.snapshots:
+        print(f"Deleted snapshot: {diff_id}")
+    if report.cache_entries:
+        print(f"Deleted build cache entries: {report.cache_entries}")
+    for diff_id in report.skipped_in_use:
+        print(f"Kept snapshot in use: {diff_id}")
+    print(f"Total reclaimed space: {human_size(report.reclaimed)}")
+    return 0
