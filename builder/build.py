@@ -203,9 +203,9 @@ def write_output(store, image, out: dict[str, str], options: BuildOptions) -> No
                 store.tag(image.digest, n)
         return
     if kind in ("oci", "docker"):
-        from builder.exporter import save_images
+        from builder.exporter.transfer import save_to_path
 
-        save_images(store, [image.digest], out["dest"], fmt=kind, names=options.tags)
+        save_to_path(store, options.tags[:1] or [image.digest], out["dest"], fmt=kind)
         return
     if kind in ("local", "tar"):
         from builder.exporter.local import export_local

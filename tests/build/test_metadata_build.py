@@ -94,3 +94,18 @@ def test_target_and_unused_build_arg_warning(builder):
 def test_bad_dockerfile_is_a_dockerfile_error(builder):
     with pytest.raises(DockerfileError, match="unknown instruction: RUNN"):
         builder.build("FROM scratch\nRUNN x\n")
+
+
+def test_oci_output_is_read_by_skopeo(builder, tmp_path):
+    import json
+    import shutil
+    import subprocess
+
+    if shutil.which("skopeo") is None:
+        pytest.fail("skopeo is not installed (.ci/install installs it)")
+    dest = tmp_path / "out.tar"
+    image_id, _ = builder.build(DOCKERFILE, tags=["demo:1"], outputs=[f"type=oci,dest={dest}"])
+    out = subprocess.run(["skopeo", "inspect", "--config", f"oci-archive:{dest}"], check=True,
+                         capture_output=True, text=True).stdout
+    cfg = json.loads(out)
+    assert cfg["config"]["Entrypoint"] == ["/bin/app"] and cfg["config"]["WorkingDir"] == "/app/data"
