@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -115,7 +116,12 @@ class Transport:
         )
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self.verify: bool | str = self.options.ca_cert or True
+        # Read proxy and CA settings from the environment once, not on every request
+        # (requests' per-request environment lookups cost more than the request on loopback).
+        self.session.trust_env = False
+        self.session.proxies.update(requests.utils.get_environ_proxies(f"https://{host}/"))
+        env_ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        self.verify: bool | str = self.options.ca_cert or env_ca or True
         if self.options.allows_plain_http(host):
             # Unverified TLS is what the user asked for here; urllib3's warning would be noise.
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
