@@ -358,10 +358,71 @@ class BuildOps:
     # -------------------------------------------------------------- RUN
 
     def _run_inputs(self, ctx) -> KeyInputs:
-        raise PybuildError("RUN is not wired yet")
+        instr: RunInstruction = ctx.instruction
+        parent = ctx.parent
+        extra = []
+        for m in instr.mounts:
+            if m.type == "bind" and m.from_:
+                src = ctx.stage_results.get(self._stage_index(m.from_))
+                extra.append((f"mount:{m.target}", src.key if src else f"image:{m.from_}"))
+            elif m.type == "bind":
+                extra.append((f"mount:{m.target}", self._context_digest([m.source or "."])))
+        return KeyInputs(
+            op="run", instruction=_canonical(instr, drop=("mount_specs",)), parent=parent.key,
+            env=sorted_pairs(run_environment(parent.config, ctx.scope)),
+            args=(("USER", parent.config.user), ("WORKDIR", parent.config.working_dir)),
+            extra=tuple(sorted(extra)), platform=parent.platform,
+        )
+
+    def _stage_index(self, name: str) -> int | None:
+        for stage in self.dockerfile.stages:
+            if stage.name == name.lower() or str(stage.index) == name:
+                return stage.index
+        return None
+
+    def _context_digest(self, patterns: list[str]) -> str:
+        raise PybuildError("bind mounts from the context are not wired yet")
 
     def _run(self, ctx, key: str) -> StepState:
         raise PybuildError("RUN is not wired yet")
+
+
+def run_environment(config: ConfigState, scope) -> dict[str, str]:
+    """The environment of a RUN step: the image env plus the stage's build args.
+
+    Declared ARGs reach RUN as environment variables (not persisted in the
+    image); ENV wins over an ARG of the same name.
+    """
+    env = {k: v for k, v in scope.args.items() if v is not None}
+    env.update(config.env_dict())
+    return env
+
+
+def run_argv(config: ConfigState, instr: RunInstruction) -> list[str]:
+    """The process a RUN step starts.
+
+    Shell form runs in the stage's SHELL. A heredoc that is the whole command
+    (``RUN <<EOF``) is the script itself; otherwise the line and the heredoc
+    bodies are given to the shell together, which reads the heredocs itself.
+    """
+    if not instr.command.shell_form:
+        return list(instr.command.args)
+    shell = list(config.run_shell())
+    line = instr.command.args[0] if instr.command.args else ""
+    docs = instr.heredocs
+    if len(docs) == 1 and line.strip() in (f"<<{docs[0].name}", f"<<-{docs[0].name}",
+                                           f"<<'{docs[0].name}'", f'<<"{docs[0].name}"'):
+        script = docs[0].chomped()
+        if script.startswith("#!"):
+            # A script with its own interpreter: run that interpreter on it.
+            interp = script[2:].splitlines()[0].split()
+            return interp + ["-c", script] if interp else shell + [script]
+        return shell + [script]
+    if docs:
+        body = "".join(d.content + ("" if d.content.endswith("\n") or not d.content else "\n") + d.name + "\n"
+                       for d in docs)
+        return shell + [line + "\n" + body]
+    return shell + [line]
 
 
 def _mirror_parents(view: MergedView, stage_dir: Path, path: str) -> None:
