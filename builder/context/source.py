@@ -1,0 +1,527 @@
+"""The build context and COPY/ADD source selection, with Docker's rules.
+
+``BuildContext.select(["src/*.py", "config/"])`` answers: which files a
+COPY/ADD with these sources copies, where each lands relative to the
+destination, and one digest over all of it (names, content, modes,
+ownership; never mtimes) plus a per-file map so a rebuild can say which
+files changed.
+
+The rules, as BuildKit's Dockerfile frontend applies them:
+
+* a source is joined to ``/`` and cleaned, so ``..`` and absolute paths stay
+  inside the context (``/../etc/passwd`` is ``<context>/etc/passwd``);
+* a source without wildcards is a literal path (``\\`` is then an ordinary
+  character); one with ``*``, ``?`` or ``[`` is matched element by element
+  with Go's ``filepath.Match``; a wildcard that matches nothing selects
+  nothing (BuildKit allows empty wildcards), a literal that names nothing
+  is an error;
+* a directory source means its contents; a file source lands under its own
+  name; a symlink named as a source (or matched by a wildcard) is followed,
+  inside the context only; symlinks inside a copied directory are copied as
+  symlinks and never followed;
+* files excluded by ``.dockerignore`` do not exist; sockets are skipped
+  (Docker's archiver skips them too), FIFOs and device nodes are entries
+  without content.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import BinaryIO, Iterable, Mapping
+
+from builder.context.dockerignore import IgnoreMatcher, MatchInfo, load_ignore
+from builder.context.errors import ContextError, SourceNotFound
+from builder.context.gopath import compile_match, contains_wildcards, go_clean, unescape
+from builder.context.hashing import FileHasher, FileToHash, HashStats
+from builder.context.metacache import MetadataCache
+from builder.context.scoped import NotInRoot, Resolved, resolve
+
+FILE, DIR, SYMLINK, FIFO, CHAR, BLOCK = "file", "dir", "symlink", "fifo", "char", "block"
+_DIGEST_VERSION = b"pybuild.context/v1"
+
+
+def _kind(mode: int) -> str | None:
+    """The entry type of a stat mode; None for what is never copied (sockets)."""
+    if stat.S_ISREG(mode):
+        return FILE
+    if stat.S_ISDIR(mode):
+        return DIR
+    if stat.S_ISLNK(mode):
+        return SYMLINK
+    if stat.S_ISFIFO(mode):
+        return FIFO
+    if stat.S_ISCHR(mode):
+        return CHAR
+    if stat.S_ISBLK(mode):
+        return BLOCK
+    return None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing a COPY creates."""
+
+    path: str  # where it lands, relative to the destination ("" is the destination itself)
+    source: str  # its path in the root ("." for the root), the name a report uses
+    type: str  # file | dir | symlink | fifo | char | block
+    mode: int  # permission bits, st_mode & 0o7777
+    uid: int
+    gid: int
+    size: int = 0
+    linkname: str = ""  # a symlink's target, as stored
+    rdev: int = 0  # a device node's number
+    content: str = ""  # "sha256:<hex>" of a file's bytes
+    digest: str = ""  # "sha256:<hex>" of all of the above but the names
+
+    @staticmethod
+    def metadata_digest(type_: str, mode: int, uid: int, gid: int, linkname: str, rdev: int, content: str) -> str:
+        header = f"{type_}\0{mode:o}\0{uid}\0{gid}\0{rdev}\0{content}\0".encode() + linkname.encode(
+            "utf-8", "surrogateescape")
+        return "sha256:" + hashlib.sha256(header).hexdigest()
+
+
+@dataclass(frozen=True)
+class SourceMatch:
+    """What one COPY source resolved to."""
+
+    pattern: str  # as written
+    paths: tuple[str, ...]  # what it matched, relative to the root
+    is_dir: bool = False  # a single directory (its contents are copied)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The entries a COPY/ADD creates, in copy order, with their digest."""
+
+    root: Path
+    entries: tuple[Entry, ...]
+    matches: tuple[SourceMatch, ...] = ()
+
+    @cached_property
+    def digest(self) -> str:
+        """``sha256:`` over every entry's destination name and metadata digest, in order."""
+        h = hashlib.sha256(_DIGEST_VERSION)
+        for e in self.entries:
+            h.update(b"\n" + e.path.encode("utf-8", "surrogateescape") + b"\0" + e.digest.encode())
+        return "sha256:" + h.hexdigest()
+
+    @cached_property
+    def files(self) -> dict[str, str]:
+        """Root-relative source path -> entry digest, to name what changed between builds."""
+        return {e.source: e.digest for e in self.entries}
+
+    def source_path(self, entry: Entry) -> Path:
+        """Where an entry's bytes are on disk."""
+        return self.root if entry.source == "." else self.root / entry.source
+
+    def changed(self, previous: Mapping[str, str]) -> dict[str, list[str]]:
+        """Paths added, removed and changed since a previous ``files`` map."""
+        now = self.files
+        return {
+            "added": sorted(set(now) - set(previous)),
+            "removed": sorted(set(previous) - set(now)),
+            "changed": sorted(p for p in set(now) & set(previous) if now[p] != previous[p]),
+        }
+
+    @property
+    def total_size(self) -> int:
+        return sum(e.size for e in self.entries if e.type == FILE)
+
+
+@dataclass
+class _Raw:
+    """An entry before its content is hashed."""
+
+    path: str
+    source: str
+    st: os.stat_result
+    type: str
+    linkname: str = ""
+
+
+class BuildContext:
+    """A directory (or an extracted tar) that COPY/ADD sources come from."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        ignore: IgnoreMatcher | None = None,
+        *,
+        cache_dir: Path | str | None = None,
+        workers: int | None = None,
+        owned_tempdir: Path | None = None,
+    ) -> None:
+        root = Path(root)
+        try:
+            st = os.stat(root)
+        except FileNotFoundError:
+            raise ContextError(f"build context {str(root)!r} does not exist") from None
+        except OSError as exc:
+            raise ContextError(f"cannot open build context {str(root)!r}: {exc.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise ContextError(f"build context {str(root)!r} is not a directory")
+        self.root = Path(os.path.realpath(root))
+        self._root = str(self.root)
+        self.ignore = ignore or IgnoreMatcher()
+        self.cache = MetadataCache(cache_dir) if cache_dir is not None else None
+        self.hasher = FileHasher(self.cache, workers=workers)
+        self._owned_tempdir = owned_tempdir
+
+    # -- construction ----------------------------------------------------
+    @classmethod
+    def from_directory(
+        cls,
+        path: Path | str,
+        *,
+        dockerfile: Path | str | None = None,
+        use_ignore_file: bool = True,
+        cache_dir: Path | str | None = None,
+        workers: int | None = None,
+    ) -> "BuildContext":
+        """A context directory with the ignore file that applies to ``dockerfile``."""
+        path = Path(path)
+        ignore = IgnoreMatcher()
+        if use_ignore_file and path.is_dir():
+            ignore = load_ignore(path, Path(dockerfile) if dockerfile is not None else None)
+        return cls(path, ignore, cache_dir=cache_dir, workers=workers)
+
+    @classmethod
+    def from_tar(
+        cls,
+        stream: BinaryIO,
+        *,
+        dockerfile_name: str = "Dockerfile",
+        tmp_dir: Path | str | None = None,
+        max_bytes: int | None = None,
+        workers: int | None = None,
+    ) -> "BuildContext":
+        """A context sent as a tar stream (``pybuild build - < ctx.tar``), extracted safely.
+
+        The ignore file is read from inside the archive (``<Dockerfile>.dockerignore``
+        first, then ``.dockerignore``). Call ``close()`` to remove the extraction.
+        """
+        from builder.context.tarcontext import extract_context
+
+        target = extract_context(stream, tmp_dir=tmp_dir, max_bytes=max_bytes)
+        try:
+            ignore = load_ignore(target, target / dockerfile_name)
+            return cls(target, ignore, workers=workers, owned_tempdir=target)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+
+    def close(self) -> None:
+        """Save what was hashed to the metadata cache; remove an extracted tar context."""
+        if self.cache is not None:
+            self.cache.close()
+        if self._owned_tempdir is not None:
+            shutil.rmtree(self._owned_tempdir, ignore_errors=True)
+            self._owned_tempdir = None
+
+    def __enter__(self) -> "BuildContext":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def stats(self) -> HashStats:
+        return self.hasher.stats
+
+    # -- visibility --------------------------------------------------------
+    def _abs(self, rel: str) -> str:
+        return self._root if rel in ("", ".") else self._root + "/" + rel
+
+    def is_ignored(self, rel: str) -> bool:
+        return bool(self.ignore) and self.ignore.matches(rel)
+
+    def _visible(self, rel: str, st: os.stat_result) -> bool:
+        """Whether a path exists in the context as Docker sends it."""
+        if rel in ("", ".") or not self.ignore:
+            return True
+        ignored, info = self.ignore.info_for(rel)
+        if not ignored:
+            return True
+        # An ignored directory still exists if something under it is re-included.
+        if not stat.S_ISDIR(st.st_mode) or self.ignore.can_skip_dir(rel, info):
+            return False
+        below: list[_Raw] = []
+        self._walk_children(rel, "", info, None, 0, below)
+        return bool(below)
+
+    # -- selection ---------------------------------------------------------
+    def select(
+        self,
+        patterns: Iterable[str],
+        *,
+        excludes: Iterable[str] = (),
+        parents: bool = False,
+        allow_empty_wildcard: bool = True,
+    ) -> Selection:
+        """The entries a ``COPY <patterns...> <dest>`` copies (see the module docstring).
+
+        ``excludes`` are ``COPY --exclude`` patterns (dockerignore syntax),
+        matched against each entry's destination-relative path. ``parents``
+        is ``COPY --parents``: entries keep their path from the root, or from
+        a ``/./`` pivot in the source.
+        """
+        exclude = IgnoreMatcher.from_lines([e for e in excludes if e.strip()]) if excludes else None
+        self.hasher.prime(self._root)
+        raws: list[_Raw] = []
+        matches: list[SourceMatch] = []
+        for pattern in patterns:
+            found = self._select_one(pattern, exclude, parents, allow_empty_wildcard, raws)
+            matches.append(found)
+        entries = self._finish(raws)
+        self.hasher.flush()
+        return Selection(self.root, tuple(entries), tuple(matches))
+
+    def tree(self) -> Selection:
+        """Everything in the context (what ``COPY . <dest>`` copies)."""
+        return self.select(["."])
+
+    def _select_one(self, pattern: str, exclude: IgnoreMatcher | None, parents: bool,
+                    allow_empty: bool, raws: list[_Raw]) -> SourceMatch:
+        pivot = ""
+        raw_pattern = pattern
+        if parents and "/./" in "/" + pattern:
+            # COPY --parents a/./b/c: destination paths start after the "/./".
+            head, _, tail = ("/" + pattern).partition("/./")
+            pivot = go_clean("/" + head).lstrip("/")
+            raw_pattern = head + "/" + tail
+        cleaned = go_clean("/" + raw_pattern)
+        display = cleaned
+        parts = [p for p in cleaned.split("/") if p]
+        if contains_wildcards(cleaned):
+            named = self._expand_wildcards(parts, pattern)
+            if not named:
+                if allow_empty:
+                    return SourceMatch(pattern, ())
+                raise SourceNotFound(display)
+        else:
+            named = [self._resolve_literal(parts, display)]
+        used: list[str] = []
+        single_dir = False
+        for shown, target in named:
+            rel = target.rel
+            if parents:
+                dest = shown if not pivot else _relative_to(shown, pivot)
+            else:
+                dest = ""  # set below
+            kind = _kind(target.st.st_mode)
+            if kind is None:
+                raise ContextError(f"cannot copy {shown!r} from the build context: it is a socket")
+            used.append(rel)
+            if kind == DIR:
+                single_dir = len(named) == 1
+                if parents:
+                    self._add_parents(dest, shown, pivot, raws)
+                info = self.ignore.info_for(rel)[1] if self.ignore and rel != "." else 0
+                raws.extend(self._walk(rel, dest, info, exclude, 0))
+            else:
+                if not parents:
+                    dest = shown.rsplit("/", 1)[-1]
+                else:
+                    self._add_parents(_parent(dest), _parent(shown), pivot, raws)
+                if exclude is not None and exclude.matches(dest):
+                    continue
+                linkname = os.readlink(self._abs(rel)) if kind == SYMLINK else ""
+                raws.append(_Raw(dest, rel, target.st, kind, linkname))
+        return SourceMatch(pattern, tuple(used), single_dir)
+
+    def _add_parents(self, dest: str, shown: str, pivot: str, raws: list[_Raw]) -> None:
+        """With --parents, the directories above a match are created too."""
+        if not dest:
+            return
+        dest_parts = dest.split("/")
+        shown_parts = shown.split("/")
+        offset = len(shown_parts) - len(dest_parts)
+        for depth in range(1, len(dest_parts)):
+            src = "/".join(shown_parts[: offset + depth])
+            try:
+                st = os.lstat(self._abs(src))
+            except OSError:
+                continue
+            raws.append(_Raw("/".join(dest_parts[:depth]), src, st, DIR))
+
+    def _hidden_link(self, rel: str) -> bool:
+        return self.is_ignored(rel)
+
+    def _resolve_literal(self, parts: list[str], display: str) -> tuple[str, Resolved]:
+        try:
+            target = resolve(self._root, parts, follow_last=True, hidden=self._hidden_link)
+        except NotInRoot:
+            raise SourceNotFound(display) from None
+        except OSError as exc:
+            raise ContextError(f"cannot read {display!r} in the build context: {exc.strerror}") from None
+        if not self._visible(target.rel, target.st):
+            raise SourceNotFound(display, ignored=True)
+        return "/".join(parts) or ".", target
+
+    def _expand_wildcards(self, parts: list[str], pattern: str) -> list[tuple[str, Resolved]]:
+        """Matches of a wildcard source, as (path as matched, where it resolves)."""
+        first = next(i for i, p in enumerate(parts) if contains_wildcards(p))
+        prefix = [unescape(p) for p in parts[:first]]
+        try:
+            base = resolve(self._root, prefix, follow_last=True, hidden=self._hidden_link)
+        except NotInRoot:
+            return []
+        if not stat.S_ISDIR(base.st.st_mode):
+            return []
+        # (path as written so far, real path below the root)
+        current: list[tuple[str, str]] = [("/".join(prefix), base.rel if base.parts else "")]
+        for depth, part in enumerate(parts[first:]):
+            last = first + depth == len(parts) - 1
+            regex = compile_match(part) if contains_wildcards(part) else None
+            literal = unescape(part)
+            found: list[tuple[str, str]] = []
+            for shown, real in current:
+                real_abs = self._abs(real)
+                if regex is None:
+                    names = [literal] if os.path.lexists(os.path.join(real_abs, literal)) else []
+                else:
+                    try:
+                        names = sorted(n for n in os.listdir(real_abs) if regex.fullmatch(n))
+                    except (NotADirectoryError, FileNotFoundError):
+                        continue
+                    except OSError as exc:
+                        raise ContextError(f"cannot list {real or '.'!r} in the build context: {exc.strerror}") from None
+                for name in names:
+                    child_real = f"{real}/{name}" if real else name
+                    child_shown = f"{shown}/{name}" if shown else name
+                    if not last:
+                        # After a wildcard only real directories are descended, like
+                        # BuildKit's match over the (unfollowed) file tree.
+                        if os.path.isdir(self._abs(child_real)) and not os.path.islink(self._abs(child_real)):
+                            found.append((child_shown, child_real))
+                    else:
+                        found.append((child_shown, child_real))
+            current = found
+        out: list[tuple[str, Resolved]] = []
+        for shown, real in current:
+            try:
+                st = os.lstat(self._abs(real))
+            except OSError:
+                continue
+            if not self._visible(real, st):
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                # A matched symlink is followed like a named one, inside the root.
+                try:
+                    target = resolve(self._root, real.split("/"), follow_last=True, hidden=self._hidden_link)
+                except NotInRoot:
+                    raise SourceNotFound("/" + shown) from None
+                if not self._visible(target.rel, target.st):
+                    raise SourceNotFound("/" + shown, ignored=True)
+            else:
+                target = Resolved(tuple(real.split("/")), st)
+            out.append((shown, target))
+        return out
+
+    def _walk(self, rel: str, dest: str, info: MatchInfo, exclude: IgnoreMatcher | None,
+              exclude_info: MatchInfo) -> list[_Raw]:
+        """The directory ``rel`` (landing at ``dest``) and everything visible under it."""
+        try:
+            st = os.lstat(self._abs(rel))
+        except OSError as exc:
+            raise ContextError(f"cannot read {rel!r} in the build context: {exc.strerror}") from None
+        out = [_Raw(dest, rel, st, DIR)]
+        self._walk_children(rel, dest, info, exclude, exclude_info, out)
+        return out
+
+    def _walk_children(self, rel: str, dest: str, info: MatchInfo, exclude: IgnoreMatcher | None,
+                       exclude_info: MatchInfo, out: list[_Raw]) -> None:
+        """Append what is visible under ``rel``, depth first, sorted by name.
+
+        An ignored (or ``--exclude``d) directory that cannot be skipped is
+        appended only if something under it is re-included, as its parent.
+        """
+        try:
+            with os.scandir(self._abs(rel)) as it:
+                children = sorted(it, key=lambda d: d.name)
+        except OSError as exc:
+            err = ContextError(f"cannot read directory {rel!r} in the build context: {exc.strerror}")
+            err.hint = "make it readable, or exclude it in .dockerignore"
+            raise err from None
+        ignore = self.ignore if self.ignore else None
+        for child in children:
+            name = child.name
+            child_rel = name if rel == "." else f"{rel}/{name}"
+            child_dest = f"{dest}/{name}" if dest else name
+            ignored = excluded = False
+            child_info = child_exclude_info = 0
+            if ignore is not None:
+                ignored, child_info = ignore.match_step(child_rel, info)
+            if exclude is not None:
+                excluded, child_exclude_info = exclude.match_step(child_dest, exclude_info)
+            try:
+                cst = child.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed while walking
+            kind = _kind(cst.st_mode)
+            if kind is None:
+                continue  # sockets are not part of a context
+            if kind == DIR:
+                if ignored and ignore.can_skip_dir(child_rel, child_info):
+                    continue
+                if excluded and exclude.can_skip_dir(child_dest, child_exclude_info):
+                    continue
+                if ignored or excluded:
+                    below: list[_Raw] = []
+                    self._walk_children(child_rel, child_dest, child_info, exclude, child_exclude_info, below)
+                    if below:
+                        out.append(_Raw(child_dest, child_rel, cst, DIR))
+                        out.extend(below)
+                else:
+                    out.append(_Raw(child_dest, child_rel, cst, DIR))
+                    self._walk_children(child_rel, child_dest, child_info, exclude, child_exclude_info, out)
+                continue
+            if ignored or excluded:
+                continue
+            linkname = os.readlink(child.path) if kind == SYMLINK else ""
+            out.append(_Raw(child_dest, child_rel, cst, kind, linkname))
+
+    def _finish(self, raws: list[_Raw]) -> list[Entry]:
+        files = [FileToHash(self._abs(r.source), r.st, r.source) for r in raws if r.type == FILE]
+        hashed = iter(self.hasher.digests(files))
+        entries: list[Entry] = []
+        digest_of = Entry.metadata_digest
+        for r in raws:
+            st = r.st
+            content = ""
+            size = 0
+            if r.type == FILE:
+                done = next(hashed)
+                content, st = done.digest, done.st
+                size = st.st_size
+            mode = st.st_mode & 0o7777
+            rdev = st.st_rdev if r.type in (CHAR, BLOCK) else 0
+            entries.append(Entry(
+                r.path, r.source, r.type, mode, st.st_uid, st.st_gid, size, r.linkname, rdev, content,
+                digest_of(r.type, mode, st.st_uid, st.st_gid, r.linkname, rdev, content),
+            ))
+        return entries
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+def _relative_to(path: str, pivot: str) -> str:
+    if not pivot:
+        return path
+    if path == pivot:
+        return ""
+    return path[len(pivot) + 1:] if path.startswith(pivot + "/") else path
+
+
+def tree_selection(root: Path | str, *, cache_dir: Path | str | None = None) -> Selection:
+    """Every entry under any directory (e.g. another stage's result for ``COPY --from``),
+    with no ignore file: the tree digest of ``root``."""
+    with BuildContext(root, cache_dir=cache_dir) as ctx:
+        return ctx.tree()
