@@ -337,6 +337,14 @@ class ContentStore:
         """Every layer of ``image`` unpacked, bottom layer first (overlay ``lowerdir`` wants them reversed)."""
         return [self.layer_snapshot(layer) for layer in image.layers]
 
+    def unpack_image(self, image: Image, target: str | os.PathLike) -> None:
+        """Apply every layer of ``image`` in order onto the directory ``target`` (a flat root filesystem)."""
+        from builder.image.layer import apply_layer
+
+        for layer in image.layers:
+            with self.open_blob(layer.digest) as blob:
+                apply_layer(blob, target, layer.media_type)
+
     @contextmanager
     def lease_snapshots(self, diff_ids: list[str]) -> Iterator[None]:
         """Hold snapshots in use (e.g. overlay-mounted) so ``prune`` leaves them alone."""
