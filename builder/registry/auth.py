@@ -96,6 +96,16 @@ class Authenticator:
     def challenge(self) -> Challenge | None:
         return self._challenge
 
+    def remember_challenge(self, header: str) -> None:
+        """Note the registry's challenge (from the ``/v2/`` probe) so requests can authenticate up front."""
+        self._challenge = parse_challenge(header)
+
+    def token(self, scopes: tuple[str, ...]) -> str:
+        """A fresh Bearer token for ``scopes`` (empty: a login check); needs a bearer challenge."""
+        if self._challenge is None or self._challenge.scheme != "bearer":
+            raise AuthenticationError(f"{self.registry}: the registry did not ask for a bearer token")
+        return self._fetch_token(self._challenge, scopes)
+
     def header_for(self, scopes: tuple[str, ...]) -> str | None:
         """The Authorization header for a request needing ``scopes``, if we already know one."""
         challenge = self._challenge

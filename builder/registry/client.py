@@ -126,6 +126,14 @@ class BlobReader(io.RawIOBase):
             # Server ignored Range: start over, hashing from scratch.
             self._hash = _hasher(self.digest)
             self._offset = 0
+        elif resp.status_code == 206:
+            start = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
+            if not start or int(start.group(1)) != offset:
+                resp.close()
+                raise VerificationError(
+                    f"blob {self.digest[:19]}: registry resumed at the wrong offset "
+                    f"({resp.headers.get('Content-Range')!r}, wanted {offset})"
+                )
         self._resp = resp
 
     def _reopen(self, why: str) -> None:

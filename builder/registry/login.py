@@ -27,7 +27,7 @@ def verify_login(registry: str, creds: Credentials, options: RegistryOptions | N
             return  # the registry wants no authentication at all
         if challenge.scheme == "bearer":
             # A token with no scope is what docker asks for at login: the token server checks the password.
-            token = transport.auth._fetch_token(challenge, ())
+            token = transport.auth.token(())
             headers = {"Authorization": f"Bearer {token}"}
         else:
             headers = {"Authorization": transport.auth.header_for(()) or ""}

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Protocol
 
 from builder.registry.client import INDEX_TYPES, MANIFEST_TYPES, Manifest, RepositoryClient
+from builder.registry.parallel import run_parallel
 from builder.registry.errors import UnsupportedManifestError, VerificationError
 from builder.image.oci import Platform
 from builder.registry.platform import platform_of, select_manifest
@@ -153,9 +153,7 @@ def pull_image(
             say(f"{desc.digest[:19]}: downloaded {desc.size} bytes")
 
         unique = list({d.digest: d for d in [config, *layers]}.values())
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            # list() re-raises the first failure; the pool waits for the others to stop.
-            list(pool.map(fetch, unique))
+        run_parallel(fetch, unique, concurrency)
         for doc in filter(None, (manifest, index)):
             if not store.has_blob(doc.digest):
                 import io

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Protocol
 
@@ -20,6 +19,7 @@ from builder.registry.client import (
     RepositoryClient,
     digest_bytes,
 )
+from builder.registry.parallel import run_parallel
 from builder.registry.errors import RegistryError, UnsupportedManifestError
 from builder.registry.pull import BlobDescriptor, parse_descriptor
 from builder.registry.reference import Reference, parse_reference
@@ -113,8 +113,7 @@ def push_image(
     try:
         # Big blobs first so the long uploads overlap the many small ones.
         ordered = sorted(blobs.values(), key=lambda d: -d.size)
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            list(pool.map(push_blob, ordered))
+        run_parallel(push_blob, ordered, concurrency)
         for child in manifests:
             if client.head_manifest(child.digest) != child.digest:
                 client.put_manifest(child.digest, child.content, child.media_type)

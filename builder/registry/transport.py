@@ -26,7 +26,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from builder.registry.auth import Authenticator, parse_challenge
+from builder.registry.auth import Authenticator
 from builder.registry.credentials import Credentials, get_credentials
 from builder.registry.errors import (
     AuthenticationError,
@@ -166,7 +166,7 @@ class Transport:
                     time.sleep(self.options.retry.delay(attempt, parse_retry_after(resp.headers.get("Retry-After"))))
                     continue
                 if resp.status_code == 401 and resp.headers.get("WWW-Authenticate"):
-                    self.auth._challenge = parse_challenge(resp.headers["WWW-Authenticate"])
+                    self.auth.remember_challenge(resp.headers["WWW-Authenticate"])
                 if scheme == "https" and verify is False:
                     self.verify = False  # an insecure registry serving self-signed TLS
                 return f"{scheme}://{self.host}"

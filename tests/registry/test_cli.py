@@ -102,3 +102,40 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys, argv, message):
 def test_pull_of_a_missing_tag_from_a_real_registry(plain_registry, tmp_path, capsys):
     code, out, err = run(capsys, "pull", "--root", str(tmp_path / "r"), f"{plain_registry.host}/none/such:tag")
     assert code == 1 and "not found" in err
+
+
+def test_a_lying_registry_leaves_nothing_in_the_content_store(plain_registry, tmp_path, capsys):
+    from fault_proxy import FaultProxy
+
+    scratch = DirBlobStore(tmp_path / "scratch")
+    image = make_image(scratch, [{"big": bytes(range(256)) * 512}])
+    name = f"{plain_registry.host}/cli/liar:1"
+    into_store(tmp_path / "a", scratch, image.manifest, name)
+    assert run(capsys, "push", "--root", str(tmp_path / "a"), name)[0] == 0
+    layer = image.layer_digests[0]
+    proxy = FaultProxy(plain_registry.host, lambda m, p, n: "corrupt" if p.endswith(layer) else None)
+    try:
+        code, out, err = run(capsys, "pull", "--root", str(tmp_path / "b"), f"{proxy.host}/cli/liar:1")
+    finally:
+        proxy.stop()
+    assert code == 1 and "does not match its digest" in err and "Traceback" not in err
+    with open_store(tmp_path / "b") as store:
+        assert not store.has_blob(layer)
+        assert store.list_images() == []
+
+
+def test_pushing_a_pulled_image_to_another_repository_mounts_its_blobs(plain_registry, tmp_path, capsys):
+    scratch = DirBlobStore(tmp_path / "scratch")
+    image = make_image(scratch, [{"m": b"mount me"}, {"n": b"and me"}])
+    name = f"{plain_registry.host}/cli/mount-src:1"
+    into_store(tmp_path / "a", scratch, image.manifest, name)
+    assert run(capsys, "push", "--root", str(tmp_path / "a"), name)[0] == 0
+    root = str(tmp_path / "b")
+    assert run(capsys, "pull", "--root", root, name)[0] == 0
+    target = f"{plain_registry.host}/cli/mount-dst:1"
+    with open_store(root) as store:
+        store.tag(name, target)
+    code, out, err = run(capsys, "push", "--root", root, target)
+    assert code == 0, err
+    assert "3 mounted" in out and "0 uploaded" in out
+
