@@ -27,8 +27,9 @@ sys.path.insert(0, str(REPO / "tests" / "registry"))  # the registry launcher an
 from images import DirBlobStore, make_image  # noqa: E402
 from servers import RegistryServer  # noqa: E402
 
-from builder.registry.pull import pull_image  # noqa: E402
+from builder.registry.api import pull_to_store, push_from_store  # noqa: E402
 from builder.registry.push import push_image  # noqa: E402
+from builder.store.store import open_store  # noqa: E402
 
 
 def big_layer(mib: int) -> bytes:
@@ -68,7 +69,6 @@ def main() -> int:
     ap.add_argument("--big", type=int, default=4)
     ap.add_argument("--big-mib", type=int, default=64)
     ap.add_argument("--small", type=int, default=2000)
-    ap.add_argument("--concurrency", type=int, default=8)
     args = ap.parse_args()
     if not shutil.which("skopeo") or not Path("/usr/bin/docker-registry").exists():
         print("needs skopeo and docker-registry (bash .ci/install)", file=sys.stderr)
@@ -93,21 +93,29 @@ def main() -> int:
         print(f"image: {args.big} x {args.big_mib} MiB + {args.small} small layers, "
               f"{len(store.blobs())} blobs, {mb:.1f} MB")
 
+        # pybuild works from its content store, as `pybuild push/pull` do.
+        source = open_store(work / "root-push")
+        for digest in store.blobs():
+            with open(store.path(digest), "rb") as fh:
+                source.put_blob(fh, digest)
+        source.add_image(image.manifest.digest, image.manifest.media_type, name="bench/app:1")
+
         # Push: each tool into its own fresh registry so neither benefits from the other's blobs.
         reg_a, reg_b = registry("push-pybuild"), registry("push-skopeo")
         print(f"{'':6}{'pybuild':>24}{'skopeo copy':>24}{'speed ratio':>14}", flush=True)
-        t_push = timed(lambda: push_image(f"{reg_a.host}/bench/app:1", store, image.manifest,
-                                          concurrency=args.concurrency))
+        t_push = timed(lambda: push_from_store("bench/app:1", source, f"{reg_a.host}/bench/app:1"))
         t_push_sk = timed(lambda: skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:bench",
                                          f"docker://{reg_b.host}/bench/app:1"))
         report("push", mb, t_push, t_push_sk)
         # Pull: both from the registry pybuild pushed to, into empty destinations.
-        fresh = DirBlobStore(work / "pulled")
-        t_pull = timed(lambda: pull_image(f"{reg_a.host}/bench/app:1", fresh, concurrency=args.concurrency))
-        assert fresh.blobs() == store.blobs()
+        dest = open_store(work / "root-pull")
+        t_pull = timed(lambda: pull_to_store(f"{reg_a.host}/bench/app:1", dest))
+        assert all(dest.has_blob(d) for d in store.blobs())
         t_pull_sk = timed(lambda: skopeo("copy", "--src-tls-verify=false",
                                          f"docker://{reg_a.host}/bench/app:1", f"oci:{work / 'skopeo-pulled'}:x"))
         report("pull", mb, t_pull, t_pull_sk)
+        source.close()
+        dest.close()
 
         # Re-push of an unchanged 10-layer image.
         reg_c = registry("repush")
