@@ -89,8 +89,24 @@ def env_dict(env: list[str]) -> dict[str, str]:
     return out
 
 
-def exec_process(path: str, process: Process) -> None:
+def home_of(uid: int, passwd: str = "/etc/passwd") -> str:
+    """The user's home from the container's /etc/passwd; "/" as runc falls back to."""
     try:
-        os.execve(path, process.args, env_dict(process.env))
+        with open(passwd, errors="replace") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid):
+                    return fields[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def exec_process(path: str, process: Process) -> None:
+    env = env_dict(process.env)
+    if "HOME" not in env:
+        env["HOME"] = home_of(process.user.uid)
+    try:
+        os.execve(path, process.args, env)
     except OSError as e:
         raise RuntimeFailure(f"exec {process.args[0]!r}: {e.strerror}") from None
