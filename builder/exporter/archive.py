@@ -109,6 +109,8 @@ class TarArchive:
             target = self._links.get(clean)
             if target is None:
                 return None
+            if target.startswith("/"):
+                raise ArchiveError(f"archive member {name!r} links to the absolute path {target!r}")
             clean = _clean(_normalise(target))
         raise ArchiveError(f"archive member {name!r}: too many levels of links")
 

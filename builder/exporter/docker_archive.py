@@ -44,13 +44,15 @@ def load_docker_archive(store: ContentStore, archive: TarArchive) -> list[Loaded
             tags = entry.get("RepoTags") or []
             if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
                 raise ArchiveError(f"{where}: RepoTags must be a list of strings")
-            digest, config_digest = _load_one(store, archive, entry["Config"], entry["Layers"], where)
-            item = loaded.setdefault(digest, LoadedImage(digest, config_digest))
-            for tag in tags:
+            names = []
+            for tag in tags:  # checked before anything is stored
                 try:
-                    name = normalize_name(tag)
+                    names.append(normalize_name(tag))
                 except InvalidReferenceError as exc:
                     raise ArchiveError(f"{where}: bad RepoTags entry {tag!r}: {exc}") from None
+            digest, config_digest = _load_one(store, archive, entry["Config"], entry["Layers"], where)
+            item = loaded.setdefault(digest, LoadedImage(digest, config_digest))
+            for name in names:
                 store.index.set_ref(name, digest)
                 if name not in item.names:
                     item.names.append(name)
