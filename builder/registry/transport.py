@@ -196,13 +196,16 @@ class Transport:
     ) -> requests.Response:
         """Send one logical request; returns the final response (any status but 401/retryable)."""
         url = self.url(path)
+        same_host = urlsplit(url).netloc == self.host
         policy = self.options.retry
         attempts = policy.attempts if retry else 1
         reauthed = False
         attempt = 0
         while True:
             hdrs = dict(headers or {})
-            auth_header = self.auth.header_for(scopes)
+            # Credentials go only to the registry itself, never to a host an upload
+            # Location or a redirect points at.
+            auth_header = self.auth.header_for(scopes) if same_host else None
             if auth_header:
                 hdrs["Authorization"] = auth_header
             data = body() if callable(body) else body
@@ -217,7 +220,7 @@ class Transport:
                 log.debug("retrying %s %s after %s", method, _safe_url(url), type(exc).__name__)
                 time.sleep(policy.delay(attempt - 1))
                 continue
-            if resp.status_code == 401 and not reauthed:
+            if resp.status_code == 401 and not reauthed and same_host:
                 resp.close()
                 reauthed = True
                 self.auth.on_unauthorized(resp.headers.get("WWW-Authenticate"), scopes)

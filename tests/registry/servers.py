@@ -213,4 +213,24 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self) -> None:
+                # OAuth2 refresh-token grant (docker's identity tokens): refresh_token=<user>:<password>.
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                name, _, password = (form.get("refresh_token") or [""])[0].partition(":")
+                if form.get("grant_type") != ["refresh_token"] or server.users.get(name) != password:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                scopes = " ".join(form.get("scope", [])).split()
+                server.requests_seen.append((name, tuple(scopes)))
+                body = json.dumps({"access_token": server.issue(name, scopes),
+                                   "expires_in": server.expires_in}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
         return Handler

@@ -143,3 +143,18 @@ def test_wrong_password_at_the_token_server_is_refused_without_echoing_it(token_
         pull_image(f"{token_registry.host}/team/tokens:v1", store,
                    options=RegistryOptions(credentials=Credentials("alice", secret)))
     assert secret not in err.value.render()
+
+
+def test_identity_token_from_docker_config_uses_the_oauth2_refresh_grant(
+        token_registry, token_server, store, isolated_docker_config, tmp_path):
+    import json
+
+    image = make_image(store, [{"a": b"identity"}])
+    ref = f"{token_registry.host}/team/identity:v1"
+    push_image(ref, store, image.manifest, options=as_alice())
+    (isolated_docker_config / "config.json").write_text(json.dumps({"auths": {token_registry.host: {
+        "identitytoken": f"alice:{USERS['alice']}"}}}))
+    before = len(token_server.requests_seen)
+    pulled = pull_image(ref, DirBlobStore(tmp_path / "f"))
+    assert pulled.manifest.digest == image.manifest.digest
+    assert token_server.requests_seen[before:] == [("alice", ("repository:team/identity:pull",))]
