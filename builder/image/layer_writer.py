@@ -89,16 +89,20 @@ class LayerWriter:
         if not os.path.isdir(root):
             raise LayerError(f"cannot create a layer from {root!r}: not a directory")
         blob = DigestWriter(out)
-        packed = compressor(blob, self.compression, self.level, self.threads)
-        tar = DigestWriter(packed)
+        if self.compression == mt.UNCOMPRESSED:
+            packed, tar = blob, blob  # one hash: the blob is the tar
+        else:
+            packed = compressor(blob, self.compression, self.level, self.threads)
+            tar = DigestWriter(packed)
         try:
             _TreeArchiver(root, tar, overlay, _deletions_by_dir(deleted), self.source_date_epoch).run()
             tar.write(END_OF_ARCHIVE)
-            packed.close()
+            if packed is not blob:
+                packed.close()
         except OSError as exc:
             raise LayerError(f"cannot create a layer from {root!r}: {exc}") from None
         finally:
-            if not packed.closed:
+            if packed is not blob and not packed.closed:
                 try:
                     packed.close()
                 except Exception:  # already failing; the first error is the one to report

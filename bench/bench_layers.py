@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Layer creation and extraction throughput, against the machine's own tools in the same run.
+
+Datasets: (a) 20,000 small files of 1–4 KiB random bytes, (b) 4 × 64 MiB
+incompressible files. For each: pybuild's layer writer (tar, tar+gzip,
+tar+zstd) beside `tar -c | cat`, `tar -c | gzip -1`, `tar -c | gzip -6`
+(single-threaded zlib-class level 6), `tar -c | pigz` (all cores),
+`tar -c | zstd -T0`, `sha256sum` and plain reading of the files; then
+applying the layers beside `tar -x`. Finally the peak RSS of writing and
+applying a 1 GiB layer, each in a fresh subprocess.
+
+Files are read once first so every tool sees a warm page cache; each figure
+is the best of --repeat runs (the machine may be shared). MB/s counts the
+bytes of file content (10^6 bytes per MB).
+
+    python3 bench/bench_layers.py [--dir DIR] [--repeat 3] [--rss-gib 1] [--skip-rss]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SMALL_FILES = 20_000
+BIG_FILES = 4
+BIG_SIZE = 64 << 20
+
+
+@dataclass
+class Row:
+    dataset: str
+    what: str
+    seconds: float
+    content_bytes: int
+    output_bytes: int | None = None
+
+    @property
+    def mbps(self) -> float:
+        return self.content_bytes / self.seconds / 1e6
+
+
+def make_small(root: Path) -> None:
+    rng = random.Random(42)
+    for i in range(SMALL_FILES):
+        d = root / f"d{i % 100:02d}" / f"s{i % 7}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:05d}").write_bytes(rng.randbytes(rng.randint(1024, 4096)))
+
+
+def make_big(root: Path, count: int = BIG_FILES, size: int = BIG_SIZE) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        with open(root / f"blob{i}", "wb") as f:
+            for _ in range(size // (8 << 20)):
+                f.write(os.urandom(8 << 20))
+
+
+def content_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def warm(root: Path) -> None:
+    subprocess.run(f"tar -cf - -C {root} . | cat > /dev/null", shell=True, check=True)
+
+
+def best_of(repeat: int, fn, before=None) -> float:
+    times = []
+    for _ in range(repeat):
+        if before:
+            before()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def shell(cmd: str):
+    return lambda: subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL)
+
+
+def write_layer_to(src: Path, out: str, compression: str) -> int:
+    from builder.image.layer import write_layer
+
+    with open(out, "wb") as f:
+        return write_layer(src, f, compression=compression).size
+
+
+def measure_dataset(name: str, src: Path, work: Path, repeat: int) -> list[Row]:
+    from builder.image.layer import apply_layer
+    from builder.image import mediatypes as mt
+
+    size = content_bytes(src)
+    warm(src)
+    rows: list[Row] = []
+    tar = f"tar -cf - -C {src} ."
+    peers = {
+        "read files (cat)": f"find {src} -type f -print0 | xargs -0 cat > /dev/null",
+        "sha256sum": f"find {src} -type f -print0 | xargs -0 sha256sum > /dev/null",
+        "tar -c | cat": f"{tar} | cat > /dev/null",
+        "tar -c | gzip -1": f"{tar} | gzip -1 > {work}/peer.gz",
+        "tar -c | gzip -6 (1 core)": f"{tar} | gzip -6 > {work}/peer.gz",
+        "tar -c | pigz (-6, all cores)": f"{tar} | pigz > {work}/peer.gz",
+        "tar -c | pigz -1": f"{tar} | pigz -1 > {work}/peer.gz",
+        "tar -c | zstd -3 -T0": f"{tar} | zstd -q -3 -T0 > {work}/peer.zst",
+    }
+    for label, cmd in peers.items():
+        out = Path(str(cmd).rsplit("> ", 1)[-1])
+        seconds = best_of(repeat, shell(cmd))
+        rows.append(Row(name, label, seconds, size, out.stat().st_size if out.name.startswith("peer") else None))
+
+    blobs = {}
+    for compression in (mt.UNCOMPRESSED, mt.GZIP, mt.ZSTD):
+        out = str(work / f"layer.{compression}")
+        seconds = best_of(repeat, lambda: write_layer_to(src, out, compression))
+        blobs[compression] = out
+        rows.append(Row(name, f"pybuild layer ({compression})", seconds, size, os.path.getsize(out)))
+
+    dest = work / "extract"
+
+    def fresh() -> None:
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir()
+        subprocess.run(["sync"], check=True)
+
+    tar_flags = {mt.UNCOMPRESSED: "", mt.GZIP: "-z", mt.ZSTD: "--zstd"}
+    for compression, blob in blobs.items():
+        seconds = best_of(repeat, shell(f"tar {tar_flags[compression]} -xf {blob} -C {dest}"), fresh)
+        rows.append(Row(name, f"tar -x ({compression})", seconds, size))
+        media_type = mt.layer_media_type(compression)
+
+        def apply() -> None:
+            with open(blob, "rb") as f:
+                apply_layer(f, dest, media_type)
+
+        seconds = best_of(repeat, apply, fresh)
+        rows.append(Row(name, f"pybuild apply ({compression})", seconds, size))
+    shutil.rmtree(dest, ignore_errors=True)
+    return rows
+
+
+def child_peak_rss(code: str) -> tuple[float, float]:
+    """Run ``code`` in a fresh interpreter; its (seconds, peak RSS in MiB)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"child failed ({proc.returncode}): {code}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def measure_rss(work: Path, gib: int) -> list[tuple[str, float, float]]:
+    src = work / "rss-src"
+    make_big(src, count=gib * 16, size=64 << 20)
+    blob = work / "rss-layer.tar.gz"
+    dest = work / "rss-extract"
+    dest.mkdir()
+    out = []
+    write = (f"from builder.image.layer import write_layer\n"
+             f"with open({str(blob)!r}, 'wb') as f: write_layer({str(src)!r}, f)")
+    out.append((f"write {gib} GiB layer (gzip)", *child_peak_rss(write)))
+    shutil.rmtree(src)
+    apply = (f"from builder.image.layer import apply_layer\n"
+             f"with open({str(blob)!r}, 'rb') as f: apply_layer(f, {str(dest)!r}, "
+             f"'application/vnd.oci.image.layer.v1.tar+gzip')")
+    out.append((f"apply {gib} GiB layer (gzip)", *child_peak_rss(apply)))
+    shutil.rmtree(dest)
+    blob.unlink()
+    return out
+
+
+def print_rows(rows: list[Row]) -> None:
+    print(f"{'dataset':<12} {'what':<32} {'seconds':>8} {'MB/s':>8} {'output MB':>10}")
+    for r in rows:
+        out = f"{r.output_bytes / 1e6:10.1f}" if r.output_bytes is not None else f"{'':>10}"
+        print(f"{r.dataset:<12} {r.what:<32} {r.seconds:8.3f} {r.mbps:8.1f} {out}")
+
+
+def goals(rows: list[Row]) -> None:
+    by = {(r.dataset, r.what): r.seconds for r in rows}
+    print("\ngoals (ratio of times; lower is faster for pybuild):")
+    for dataset in sorted({r.dataset for r in rows}):
+        g = by[(dataset, "pybuild layer (gzip)")]
+        pigz = by[(dataset, "tar -c | pigz (-6, all cores)")]
+        pigz1 = by[(dataset, "tar -c | pigz -1")]
+        gz6 = by[(dataset, "tar -c | gzip -6 (1 core)")]
+        print(f"  {dataset}: layer(gzip) / tar|pigz      = {g / pigz:5.2f}  (goal <= 1.5) "
+              f"{'MET' if g / pigz <= 1.5 else 'NOT MET'}; vs pigz -1: {g / pigz1:5.2f}")
+        print(f"  {dataset}: tar|gzip -6 / layer(gzip)   = {gz6 / g:5.2f}x faster (goal >= 3) "
+              f"{'MET' if gz6 / g >= 3 else 'NOT MET'}")
+        for c in ("none", "gzip", "zstd"):
+            ratio = by[(dataset, f"pybuild apply ({c})")] / by[(dataset, f"tar -x ({c})")]
+            print(f"  {dataset}: apply({c}) / tar -x        = {ratio:5.2f}  (goal <= 1.5) "
+                  f"{'MET' if ratio <= 1.5 else 'NOT MET'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", help="work directory (default: a temporary dir under /var/tmp)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rss-gib", type=int, default=1)
+    parser.add_argument("--skip-rss", action="store_true")
+    args = parser.parse_args()
+    for tool in ("tar", "gzip", "pigz", "zstd", "sha256sum"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed; run .ci/install")
+
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-layers-", dir="/var/tmp"))
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        print(f"cpus: {len(os.sched_getaffinity(0))}, python {sys.version.split()[0]}, work dir {base}")
+        small, big = base / "small", base / "big"
+        make_small(small)
+        make_big(big)
+        rows = []
+        for name, src in (("small-files", small), ("big-files", big)):
+            work = base / f"work-{name}"
+            work.mkdir()
+            rows += measure_dataset(name, src, work, args.repeat)
+            shutil.rmtree(work)
+        print()
+        print_rows(rows)
+        goals(rows)
+        if not args.skip_rss:
+            print("\npeak RSS (fresh subprocess each, ru_maxrss):")
+            work = base / "rss"
+            work.mkdir()
+            for label, seconds, mib in measure_rss(work, args.rss_gib):
+                print(f"  {label:<28} {seconds:7.2f} s  {mib:7.1f} MiB  (goal < 200 MiB) "
+                      f"{'MET' if mib < 200 else 'NOT MET'}")
+    finally:
+        if not args.dir:
+            shutil.rmtree(base, ignore_errors=True)
+    print(f"\nmax RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
