@@ -44,13 +44,13 @@ def _clean(name: str) -> str | None:
 class TarArchive:
     """Random access to the regular-file members of an image archive."""
 
-    def __init__(self, path: Path, scratch: Path) -> None:
-        self.source = path
+    def __init__(self, path: Path, scratch: Path, label: str | None = None) -> None:
+        self.source = label or str(path)  # what messages call it
         self._scratch_file: Path | None = None
         try:
             fh = open(path, "rb")
         except OSError as exc:
-            raise ArchiveError(f"cannot read {path}: {exc.strerror or exc}") from None
+            raise ArchiveError(f"cannot read {self.source}: {exc.strerror or exc}") from None
         head = fh.read(4)
         fh.seek(0)
         if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
@@ -61,7 +61,7 @@ class TarArchive:
             self._members, self._links = self._scan()
         except (tarfile.TarError, EOFError, UnicodeError, ValueError) as exc:
             self.close()
-            raise ArchiveError(f"{path} is not a tar archive: {exc}") from None
+            raise ArchiveError(f"{self.source} is not a tar archive: {exc}") from None
         except BaseException:
             self.close()
             raise

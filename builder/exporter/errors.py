@@ -8,3 +8,9 @@ class ArchiveError(PybuildError):
     """An image archive is unreadable, malformed or hostile."""
 
     hint = "pybuild load reads OCI image layouts and `docker save` archives, plain or gzip/zstd-compressed"
+
+
+class ExportError(ArchiveError):
+    """An archive cannot be written (the destination, not the input, is the problem)."""
+
+    hint = None

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from builder.exporter.archive import ArchiveError, TarArchive
+from builder.exporter.errors import ExportError
 from builder.exporter.docker_archive import is_docker_archive, load_docker_archive, save_docker_archive
 from builder.exporter.model import ExportItem, LoadedImage
 from builder.exporter.oci_layout import is_oci_layout, load_oci_layout, save_oci_layout
@@ -23,7 +24,7 @@ FORMATS = ("oci", "docker")
 
 def load_archive(store: ContentStore, source: str | os.PathLike | BinaryIO) -> list[LoadedImage]:
     """Load every image in an OCI-layout or docker-archive tar (plain, gzip or zstd) into ``store``."""
-    with _local_file(store, source) as path, TarArchive(path, store.scratch.path) as archive:
+    with _local_file(store, source) as path, TarArchive(path, store.scratch.path, _label(source)) as archive:
         if is_oci_layout(archive):
             return load_oci_layout(store, archive)
         if is_docker_archive(archive):
@@ -58,7 +59,7 @@ def export_items(store: ContentStore, images: list[str], fmt: str,
                  platform: Platform | None = None) -> list[ExportItem]:
     """What to write for each IMAGE argument: a name saves that name, an ID saves every name of the image."""
     if fmt not in FORMATS:
-        raise ArchiveError(f"unknown archive format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        raise ExportError(f"unknown archive format {fmt!r}: expected one of {', '.join(FORMATS)}")
     items: dict[str, ExportItem] = {}
     for text in images:
         digest = store.resolve(text)
@@ -109,7 +110,7 @@ def save_to_path(store: ContentStore, images: list[str], path: str, fmt: str = "
         return items
     target = Path(path)
     if target.is_dir():
-        raise ArchiveError(f"{target} is a directory; give a file name to write the archive to")
+        raise ExportError(f"{target} is a directory; give a file name to write the archive to")
     tmp = target.with_name(f".{target.name}.pybuild-tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as out:
@@ -118,7 +119,7 @@ def save_to_path(store: ContentStore, images: list[str], path: str, fmt: str = "
             os.fsync(out.fileno())
         os.replace(tmp, target)
     except OSError as exc:
-        raise ArchiveError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise ExportError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return items

@@ -1,0 +1,128 @@
+"""The image commands as a user types them: load, images, inspect, tag, save, rmi, system df/prune."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder.cli import main
+from tests.store.conftest import busybox_archive  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def root(tmp_path) -> str:
+    return str(tmp_path / "state")
+
+
+def cli(capsys, root: str, *args: str) -> tuple[int, str, str]:
+    code = main(["--root", root, *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(err: str, *words: str) -> None:
+    lines = err.strip().splitlines()
+    assert lines and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert len([l for l in lines if l.startswith("error:")]) == 1 and len(lines) <= 2, err
+    for word in words:
+        assert word in lines[0], err
+
+
+def test_load_images_tag_inspect_rmi(capsys, root, busybox_archive):
+    code, out, _ = cli(capsys, root, "load", "-i", str(busybox_archive))
+    assert (code, out) == (0, "Loaded image: busybox:latest\n")
+    assert cli(capsys, root, "tag", "busybox", "localhost:5000/tools/bb:1.0")[0] == 0
+    code, out, _ = cli(capsys, root, "images")
+    lines = out.splitlines()
+    assert lines[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    assert [l.split()[:2] for l in lines[1:]] == [["busybox", "latest"], ["localhost:5000/tools/bb", "1.0"]]
+    image_id = lines[1].split()[2]
+    assert len(image_id) == 12
+    code, out, _ = cli(capsys, root, "images", "-q")
+    assert out.split() == [image_id]
+    code, out, _ = cli(capsys, root, "images", "busybox")
+    assert len(out.splitlines()) == 2
+
+    code, out, _ = cli(capsys, root, "inspect", "busybox")
+    doc = json.loads(out)[0]
+    assert doc["Id"].startswith("sha256:" + image_id)
+    assert doc["RepoTags"] == ["busybox:latest", "localhost:5000/tools/bb:1.0"]
+    assert doc["RepoDigests"][0].startswith("busybox@sha256:")
+    assert doc["Os"] == "linux" and doc["Config"]["Cmd"] == ["sh"]
+    assert doc["RootFS"]["Type"] == "layers" and len(doc["RootFS"]["Layers"]) == 1
+    assert doc["Created"] == "1970-01-01T00:00:00Z" and doc["Size"] > 1_000_000
+
+    code, out, _ = cli(capsys, root, "rmi", "localhost:5000/tools/bb:1.0")
+    assert (code, out) == (0, "Untagged: localhost:5000/tools/bb:1.0\n")
+    code, out, _ = cli(capsys, root, "rmi", image_id)
+    assert code == 0 and out.splitlines()[0] == "Untagged: busybox:latest"
+    assert out.splitlines()[1].startswith("Deleted: sha256:")
+    assert cli(capsys, root, "images", "-q")[1] == ""
+
+
+def test_save_formats_and_load_them_back(capsys, root, tmp_path, busybox_archive):
+    cli(capsys, root, "load", "-i", str(busybox_archive))
+    for fmt in ("oci", "docker"):
+        out_file = tmp_path / f"bb-{fmt}.tar"
+        assert cli(capsys, root, "save", "--format", fmt, "-o", str(out_file), "busybox")[0] == 0
+        other = str(tmp_path / f"other-{fmt}")
+        code, out, _ = cli(capsys, other, "load", "-i", str(out_file))
+        assert (code, out) == (0, "Loaded image: busybox:latest\n")
+
+
+def test_load_from_standard_input_and_save_to_standard_output(root, busybox_archive, tmp_path):
+    env_cmd = [sys.executable, "-m", "builder", "--root", root]
+    loaded = subprocess.run(env_cmd + ["load"], stdin=open(busybox_archive, "rb"), capture_output=True, timeout=60)
+    assert loaded.returncode == 0 and loaded.stdout == b"Loaded image: busybox:latest\n", loaded.stderr
+    saved = subprocess.run(env_cmd + ["save", "busybox"], capture_output=True, timeout=60)
+    assert saved.returncode == 0 and saved.stdout == busybox_archive.read_bytes()
+
+
+def test_system_df_and_prune(capsys, root, busybox_archive):
+    cli(capsys, root, "load", "-i", str(busybox_archive))
+    code, out, _ = cli(capsys, root, "system", "df")
+    rows = {line.split("  ")[0]: line.split() for line in out.splitlines()[1:]}
+    assert code == 0 and rows["Images"][1:3] == ["1", "1"] and rows["Blobs"][1] == "3"
+    code, out, _ = cli(capsys, root, "system", "prune")
+    assert (code, out) == (0, "Total reclaimed space: 0B\n")  # everything is referenced
+    cli(capsys, root, "rmi", "busybox")
+    code, out, _ = cli(capsys, root, "system", "prune", "-f")
+    assert code == 0 and out.count("Deleted blob: sha256:") == 3
+    assert out.splitlines()[-1].startswith("Total reclaimed space: 1.15MB")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["inspect", "nothere"], ["no such image: nothere"]),
+    (["tag", "nothere", "x"], ["no such image"]),
+    (["rmi", "nothere"], ["no such image"]),
+    (["tag", "busybox", "Bad Name"], ["whitespace"]),
+    (["images", "UPPER"], ["lowercase"]),
+    (["load", "-i", "/nonexistent.tar"], ["no such file"]),
+    (["load", "-i", "/etc/passwd"], ["not a tar archive"]),
+    (["save", "-o", "/", "busybox"], ["is a directory"]),
+    (["save", "-o", "/nonexistent-dir/x.tar", "busybox"], ["cannot write"]),
+    (["inspect", "--platform", "bogus", "busybox"], ["invalid platform"]),
+    (["system"], ["df or prune"]),
+])
+def test_bad_input_is_one_clear_line(capsys, root, busybox_archive, args, words):
+    cli(capsys, root, "load", "-i", str(busybox_archive))
+    code, _, err = cli(capsys, root, *args)
+    assert code != 0
+    assert_one_line_error(err, *words)
+
+
+def test_a_store_root_that_is_a_file_is_a_clear_error(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = cli(capsys, str(blocker), "images")
+    assert code != 0
+    assert_one_line_error(err, "cannot open the store")
+
+
+def test_root_comes_from_the_environment(monkeypatch, capsys, tmp_path, busybox_archive):
+    monkeypatch.setenv("PYBUILD_ROOT", str(tmp_path / "env-root"))
+    assert main(["load", "-i", str(busybox_archive)]) == 0
+    assert (Path(tmp_path / "env-root") / "index.db").is_file()
