@@ -18,7 +18,9 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 from builder.context.errors import BadPattern, ContextError
 from builder.context.gopath import go_clean, translate
@@ -50,10 +52,18 @@ def parse_ignore_lines(text: str) -> list[str]:
     return patterns
 
 
-def _pattern_regex(pattern: str) -> str:
-    """moby's pattern-to-regex conversion (``Pattern.compile``) for ``/`` separators."""
+def _pattern_regex(pattern: str) -> tuple[str, str]:
+    """moby's ``Pattern.compile`` for ``/`` separators: (match kind, regex).
+
+    The kind is moby's shortcut: ``exact`` (plain text), ``prefix`` (plain
+    text then a final ``**``), ``suffix`` (a leading ``**`` then plain text) or
+    ``regexp``. The shortcuts are not always what the regex would say
+    (``**.txt`` is a plain suffix test, so it matches ``a.txt``), and Docker
+    uses the shortcuts, so they are kept.
+    """
     out = ["^"]
-    i, n = 0, len(pattern)
+    kind = "exact"
+    i, n, step = 0, len(pattern), 0
     while i < n:
         ch = pattern[i]
         i += 1
@@ -62,25 +72,66 @@ def _pattern_regex(pattern: str) -> str:
                 i += 1
                 if i < n and pattern[i] == "/":  # "**/" is "**"
                     i += 1
-                # "**" at the end matches everything; elsewhere any number of elements
-                out.append(".*" if i >= n else "(.*/)?")
+                if i >= n:  # a final "**" matches everything below
+                    if kind == "exact":
+                        kind = "prefix"
+                    else:
+                        out.append(".*")
+                        kind = "regexp"
+                else:  # elsewhere, any number of path elements
+                    out.append("(.*/)?")
+                    kind = "regexp"
+                if step == 0:
+                    kind = "suffix"
             else:
                 out.append("[^/]*")
+                kind = "regexp"
         elif ch == "?":
             out.append("[^/]")
+            kind = "regexp"
         elif ch in _REGEX_ONLY:
             out.append("\\" + ch)
         elif ch == "\\":
             if i < n:
                 out.append(re.escape(pattern[i]))
                 i += 1
+                kind = "regexp"
             else:
                 out.append("\\\\")
+        elif ch in "[]":
+            out.append(ch)
+            kind = "regexp"
         else:
-            # "[", "]", "^" and everything else go through as they are, as in moby
-            out.append(ch if ch in "[]^-" else re.escape(ch))
+            # "^" and "-" go through as they are, as in moby (regex syntax there)
+            out.append(ch if ch in "^-" else re.escape(ch))
+        step += 1
     out.append("$")
-    return "".join(out)
+    return kind, "".join(out)
+
+
+def _compile(text: str) -> Callable[[str], bool]:
+    """The match function moby would use for the cleaned pattern ``text``."""
+    kind, regex = _pattern_regex(text)
+    if kind == "exact":
+        return text.__eq__
+    if kind == "prefix":
+        return partial(_has_prefix, text[:-2])
+    if kind == "suffix":
+        return partial(_has_suffix, text[2:])
+    with warnings.catch_warnings():
+        # "[[" is a nested-set warning in Python; Go reads it as moby intends.
+        warnings.simplefilter("ignore", FutureWarning)
+        compiled = re.compile(regex, re.DOTALL)
+    return lambda path: compiled.match(path) is not None
+
+
+def _has_prefix(prefix: str, path: str) -> bool:
+    return path.startswith(prefix)
+
+
+def _has_suffix(suffix: str, path: str) -> bool:
+    # "**/foo" also matches "foo" itself
+    return path.endswith(suffix) or (suffix[:1] == "/" and path == suffix[1:])
 
 
 @dataclass(frozen=True)
@@ -89,7 +140,7 @@ class IgnorePattern:
 
     text: str
     exception: bool
-    regex: re.Pattern[str] = field(compare=False, repr=False)
+    matcher: Callable[[str], bool] = field(compare=False, repr=False)
     # For the quick test: the regex of each path element, None where "**" spans elements.
     elements: tuple[re.Pattern[str] | None, ...] = field(compare=False, repr=False)
 
@@ -106,16 +157,13 @@ class IgnorePattern:
         except BadPattern:
             raise BadPattern(f"bad .dockerignore pattern {line!r}: syntax error in pattern") from None
         try:
-            with warnings.catch_warnings():
-                # "[[" is a nested-set warning in Python; Go reads it as moby intends.
-                warnings.simplefilter("ignore", FutureWarning)
-                regex = re.compile(_pattern_regex(text), re.DOTALL)
+            matcher = _compile(text)
         except re.error as exc:
             raise BadPattern(f"bad .dockerignore pattern {line!r}: {exc}") from None
-        return cls(text, exception, regex, _element_regexes(text))
+        return cls(text, exception, matcher, _element_regexes(text))
 
     def match(self, path: str) -> bool:
-        return self.regex.match(path) is not None
+        return self.matcher(path)
 
     def could_match_below(self, dir_parts: list[str]) -> bool:
         """Whether some path strictly under the directory could match (never a false no)."""
@@ -139,7 +187,9 @@ def _element_regexes(text: str) -> tuple[re.Pattern[str] | None, ...]:
             elements.append(None)
             continue
         try:
-            elements.append(re.compile(_pattern_regex(part), re.DOTALL))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                elements.append(re.compile(_pattern_regex(part)[1], re.DOTALL))
         except re.error:
             elements.append(None)
     return tuple(elements)
@@ -189,7 +239,7 @@ class IgnoreMatcher:
             elif pattern.exception != matched:
                 continue
             else:
-                hit = pattern.regex.match(relpath) is not None
+                hit = pattern.matcher(relpath)
             if hit:
                 info |= bit
                 matched = not pattern.exception

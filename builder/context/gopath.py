@@ -71,6 +71,7 @@ def translate(pattern: str) -> str:
 
     Raises ``BadPattern`` where Go returns ``ErrBadPattern`` (empty or
     unclosed class, a range bound that is ``-`` or ``]``, a trailing ``\\``).
+    A ``[...]`` class may hold ``/``: Go matches it against one character.
     """
     out: list[str] = []
     i, n = 0, len(pattern)
@@ -101,10 +102,15 @@ def translate(pattern: str) -> str:
                 hi = lo
                 if i < n and pattern[i] == "-":
                     hi, i = _class_char(pattern, i + 1)
-                if lo > hi:
-                    raise BadPattern(f"syntax error in pattern: {pattern!r}")
-                ranges.append(re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}")
-            out.append(("[^" if negate else "[") + "".join(ranges) + "]")
+                if lo <= hi:  # Go accepts a reversed range; it matches nothing
+                    ranges.append(re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}")
+                else:
+                    ranges.append("")
+            body = "".join(ranges)
+            if body:
+                out.append(("[^" if negate else "[") + body + "]")
+            else:
+                out.append("(?s:.)" if negate else "(?!)")
         else:
             out.append(re.escape(ch))
             i += 1

@@ -306,6 +306,7 @@ class BuildContext:
         else:
             named = [self._resolve_literal(parts, display)]
         used: list[str] = []
+        made: set[str] = set()  # --parents directories already added
         single_dir = False
         for shown, target in named:
             rel = target.rel
@@ -320,28 +321,32 @@ class BuildContext:
             if kind == DIR:
                 single_dir = len(named) == 1
                 if parents:
-                    self._add_parents(dest, shown, pivot, raws)
+                    self._add_parents(_parent(dest), _parent(shown), raws, made)
                 info = self.ignore.info_for(rel)[1] if self.ignore and rel != "." else 0
                 raws.extend(self._walk(rel, dest, info, exclude, 0))
             else:
                 if not parents:
                     dest = shown.rsplit("/", 1)[-1]
                 else:
-                    self._add_parents(_parent(dest), _parent(shown), pivot, raws)
+                    self._add_parents(_parent(dest), _parent(shown), raws, made)
                 if exclude is not None and exclude.matches(dest):
                     continue
                 linkname = os.readlink(self._abs(rel)) if kind == SYMLINK else ""
                 raws.append(_Raw(dest, rel, target.st, kind, linkname))
         return SourceMatch(pattern, tuple(used), single_dir)
 
-    def _add_parents(self, dest: str, shown: str, pivot: str, raws: list[_Raw]) -> None:
-        """With --parents, the directories above a match are created too."""
+    def _add_parents(self, dest: str, shown: str, raws: list[_Raw], made: set[str]) -> None:
+        """With --parents, the directories ``dest`` (and those above it) are created too."""
         if not dest:
             return
         dest_parts = dest.split("/")
         shown_parts = shown.split("/")
         offset = len(shown_parts) - len(dest_parts)
-        for depth in range(1, len(dest_parts)):
+        for depth in range(1, len(dest_parts) + 1):
+            made_path = "/".join(dest_parts[:depth])
+            if made_path in made:
+                continue
+            made.add(made_path)
             src = "/".join(shown_parts[: offset + depth])
             try:
                 st = os.lstat(self._abs(src))
