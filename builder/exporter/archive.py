@@ -28,6 +28,10 @@ from builder.image.tarformat import DIRTYPE, END_OF_ARCHIVE, REGTYPE, TarEntry, 
 MAX_MEMBERS = 1_000_000
 MAX_JSON = 8 << 20
 MAX_LINK_HOPS = 16
+# A compressed archive may inflate to this many times its size (image tars compress 2-4x;
+# a decompression bomb does 1000x), and always to at least MIN_INFLATE_LIMIT.
+MAX_INFLATE_RATIO = 100
+MIN_INFLATE_LIMIT = 1 << 30
 _CHUNK = 1 << 20
 
 
@@ -68,13 +72,23 @@ class TarArchive:
 
     def _inflate(self, fh: BinaryIO, compression: str, scratch: Path) -> BinaryIO:
         self._scratch_file = scratch / "archive.tar"
+        limit = max(MIN_INFLATE_LIMIT, MAX_INFLATE_RATIO * os.fstat(fh.fileno()).st_size)
         try:
             with fh, decompressor(fh, compression) as stream, open(self._scratch_file, "wb") as out:
-                shutil.copyfileobj(stream, out, _CHUNK)
-        except OSError as exc:
-            raise ArchiveError(f"cannot decompress {self.source}: {exc}") from None
-        except Exception as exc:  # codec errors come in many types
-            raise ArchiveError(f"{self.source} is corrupt ({compression}): {exc}") from None
+                written = 0
+                while chunk := stream.read(_CHUNK):
+                    written += len(chunk)
+                    if written > limit:
+                        raise ArchiveError(f"{self.source} inflates to more than {limit} bytes; "
+                                           "refusing a likely decompression bomb")
+                    out.write(chunk)
+        except BaseException as exc:
+            self._scratch_file.unlink(missing_ok=True)
+            if isinstance(exc, ArchiveError) or not isinstance(exc, Exception):
+                raise
+            if isinstance(exc, OSError):
+                raise ArchiveError(f"cannot decompress {self.source}: {exc}") from None
+            raise ArchiveError(f"{self.source} is corrupt ({compression}): {exc}") from None  # codec errors vary
         return open(self._scratch_file, "rb")
 
     def _scan(self) -> tuple[dict[str, tarfile.TarInfo], dict[str, str]]:

@@ -195,3 +195,14 @@ def test_broken_index_and_unknown_layouts(store, tmp_path):
     with pytest.raises(ArchiveError, match="no such file"):
         load_archive(store, tmp_path / "absent.tar")
     assert sha256_digest(b"") and store.list_images() == []
+
+
+def test_a_decompression_bomb_is_refused(store, tmp_path, monkeypatch):
+    import builder.exporter.archive as archive
+
+    monkeypatch.setattr(archive, "MIN_INFLATE_LIMIT", 1 << 20)  # so the test needs only a small bomb
+    bomb = tmp_path / "bomb.tar.gz"
+    bomb.write_bytes(gzip.compress(bytes(64 << 20), 9))  # 64 MiB of zeros in ~64 kB
+    with pytest.raises(ArchiveError, match="decompression bomb"):
+        load_archive(store, bomb)
+    assert list(store.scratch.path.iterdir()) == []
