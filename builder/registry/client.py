@@ -26,7 +26,6 @@ from builder.image.mediatypes import (
 )
 from builder.registry.auth import repository_scope
 from builder.registry.errors import (
-    NotFoundError,
     RegistryError,
     RegistryUnreachableError,
     UnsupportedManifestError,

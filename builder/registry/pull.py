@@ -6,16 +6,17 @@ layers download in parallel.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Protocol
 
-from builder.registry.client import INDEX_TYPES, MANIFEST_TYPES, Manifest, RepositoryClient
-from builder.registry.parallel import run_parallel
-from builder.registry.errors import UnsupportedManifestError, VerificationError
 from builder.image.oci import Platform
+from builder.registry.client import MANIFEST_TYPES, Manifest, RepositoryClient
+from builder.registry.errors import NoMatchingPlatformError, UnsupportedManifestError, VerificationError
+from builder.registry.parallel import run_parallel
 from builder.registry.platform import platform_of, select_manifest
 from builder.registry.reference import Reference, parse_reference
 from builder.registry.sources import BlobSources
@@ -117,6 +118,14 @@ def resolve(
     return child, top, platform_of(entry)
 
 
+def _config_platform(config_bytes: bytes, where: str) -> Platform:
+    try:
+        doc = json.loads(config_bytes)
+        return Platform(str(doc["os"]), str(doc["architecture"]), doc.get("variant") or None)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise VerificationError(f"{where}: image config has no os/architecture") from None
+
+
 def pull_image(
     ref: Reference | str,
     store: BlobSink,
@@ -129,8 +138,9 @@ def pull_image(
 ) -> PulledImage:
     """Pull ``ref`` into ``store``: manifest, config and layers, all verified.
 
-    ``platform`` defaults to the host's when the reference names an index. Records the
-    image in the store when it offers ``record_pulled_image`` (see ``builder.registry.store_adapter``).
+    ``platform`` defaults to the host's when the reference names an index; a
+    single-platform image is checked against ``platform`` (when given) before any layer
+    is downloaded. Naming the image in the store is the caller's job (see ``api.pull_to_store``).
     """
     if isinstance(ref, str):
         ref = parse_reference(ref)
@@ -152,12 +162,19 @@ def pull_image(
             result.downloaded.append(desc.digest)
             say(f"{desc.digest[:19]}: downloaded {desc.size} bytes")
 
+        if platform is not None and index is None:
+            # A single-platform image: make sure it is the one asked for before the big downloads.
+            config_bytes = client.fetch_blob_bytes(config.digest, config.size)
+            actual = _config_platform(config_bytes, str(ref))
+            if not actual.matches(platform):
+                raise NoMatchingPlatformError(f"{ref} is a {actual} image, not {platform}")
+            if not store.has_blob(config.digest):
+                store.put_blob(io.BytesIO(config_bytes), config.digest, config.size)
+                result.downloaded.append(config.digest)
         unique = list({d.digest: d for d in [config, *layers]}.values())
-        run_parallel(fetch, unique, concurrency)
+        run_parallel(fetch, [d for d in unique if d.digest not in result.downloaded], concurrency)
         for doc in filter(None, (manifest, index)):
             if not store.has_blob(doc.digest):
-                import io
-
                 store.put_blob(io.BytesIO(doc.content), doc.digest, len(doc.content))
         if sources is not None:
             sources.record(ref.registry, ref.repository, [d.digest for d in unique])

@@ -19,8 +19,8 @@ from builder.registry.client import (
     RepositoryClient,
     digest_bytes,
 )
-from builder.registry.parallel import run_parallel
 from builder.registry.errors import RegistryError, UnsupportedManifestError
+from builder.registry.parallel import run_parallel
 from builder.registry.pull import BlobDescriptor, parse_descriptor
 from builder.registry.reference import Reference, parse_reference
 from builder.registry.sources import BlobSources

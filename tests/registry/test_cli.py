@@ -1,7 +1,6 @@
 """`pybuild pull` and `pybuild push` end to end: the content store, a real registry, skopeo."""
 from __future__ import annotations
 
-import json
 import subprocess
 
 import pytest

@@ -208,3 +208,14 @@ def test_schema1_manifests_are_rejected_clearly(store):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_single_platform_image_of_the_wrong_platform_is_refused_before_downloading(plain_registry, store, tmp_path):
+    image = small_image(store, "single", arch="amd64")
+    ref = f"{plain_registry.host}/team/single:v1"
+    push_image(ref, store, image.manifest)
+    fresh = DirBlobStore(tmp_path / "fresh")
+    with pytest.raises(NoMatchingPlatformError, match="is a linux/amd64 image, not linux/arm64"):
+        pull_image(ref, fresh, Platform("linux", "arm64"))
+    assert not any(fresh.has_blob(d) for d in image.layer_digests)
+    assert pull_image(ref, fresh, Platform("linux", "amd64")).manifest.digest == image.manifest.digest
