@@ -118,6 +118,10 @@ class _Applier:
         self.created: set[str] = set()           # entries of this layer (whiteouts spare them)
         self.dir_meta: list[tuple[str, int, int]] = []  # (path, mode, mtime), set at the end
         self.opaque: list[str] = []
+        # To skip chown/chmod calls that would change nothing (most files of most layers).
+        self.ids = (os.geteuid(), os.getegid())
+        self.umask = _current_umask()
+        self.setgid_dirs: set[str] = set()
 
     def run(self, stream: BinaryIO) -> None:
         for member, content in read_members(stream):
@@ -175,11 +179,14 @@ class _Applier:
             real.append(comp)
         resolved = os.path.join(self.root, *real)
         self.dirs[rel] = resolved
+        if os.stat(resolved).st_mode & stat.S_ISGID:  # new files would take the directory's group
+            self.setgid_dirs.add(resolved)
         return resolved
 
     def _forget_dirs(self) -> None:
         """A directory or symlink was removed or replaced: resolved parents may be stale."""
         self.dirs = {"": self.root}
+        self.setgid_dirs = set()
 
     def _remove(self, path: str) -> None:
         try:
@@ -210,7 +217,7 @@ class _Applier:
         if m.type == tr.DIRECTORY:
             self._directory(path, m)
         elif m.type == tr.REGULAR:
-            self._regular(path, m, content)
+            self._regular(path, parent, m, content)
         elif m.type == tr.SYMLINK:
             self._remove(path)
             os.symlink(m.linkname, path)
@@ -234,19 +241,21 @@ class _Applier:
         self._xattrs(path, m)
         self.dir_meta.append((path, m.mode & 0o7777, int(m.mtime)))
 
-    def _regular(self, path: str, m: TarMember, content: MemberContent) -> None:
+    def _regular(self, path: str, parent: str, m: TarMember, content: MemberContent) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        mode = m.mode & 0o7777
         try:
-            fd = os.open(path, flags, 0o600)
+            fd = os.open(path, flags, mode & 0o777)
         except FileExistsError:  # replacing a lower layer's entry (of any type)
             self._remove(path)
-            fd = os.open(path, flags, 0o600)
+            fd = os.open(path, flags, mode & 0o777)
         try:
             content.copy_to(lambda view: _write_all(fd, view))
             self.stats.bytes += m.size
-            if self.same_owner:
+            if self.same_owner and ((m.uid, m.gid) != self.ids or parent in self.setgid_dirs):
                 os.fchown(fd, m.uid, m.gid)
-            os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears set-id bits
+            if mode & 0o7000 or mode & self.umask:
+                os.fchmod(fd, mode)  # after chown, which clears set-id bits
             self._xattrs(path, m)
             os.utime(fd, (m.mtime, m.mtime))
         finally:
@@ -337,6 +346,18 @@ class _Applier:
                     self._remove(c_path)
                 elif is_dir:
                     stack.append((c_rel, c_path))
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it (os.umask would race other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o7777  # unknown: never skip the chmod
 
 
 def _write_all(fd: int, view: memoryview) -> None:

@@ -188,3 +188,23 @@ def test_ownership_and_devices_are_kept_only_when_asked(tmp_path):
     stats = apply_layer(io.BytesIO(data), dst, blob.media_type, same_owner=False, devices=False)
     assert stats.skipped_devices == 1 and not (dst / "null").exists()
     assert (dst / "etc/hostname").stat().st_uid == 0
+
+
+@requires_root
+def test_owner_is_set_even_where_a_setgid_directory_would_change_the_group(tmp_path):
+    # Lower layer: a setgid directory owned by group 999. Our layer: a root:root file inside.
+    root = tmp_path / "root"
+    (root / "shared").mkdir(parents=True)
+    os.chown(root / "shared", 0, 999)
+    os.chmod(root / "shared", 0o2775)
+    src = tmp_path / "src"
+    (src / "shared").mkdir(parents=True)
+    os.chmod(src / "shared", 0o2775)
+    os.chown(src / "shared", 0, 999)
+    (src / "shared/file").write_text("x")
+    os.chown(src / "shared/file", 0, 0)
+    os.chmod(src / "shared/file", 0o666)       # wider than the umask allows at creation
+    data, blob = write(src)
+    apply_layer(io.BytesIO(data), root, blob.media_type)
+    st = (root / "shared/file").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o666)
