@@ -31,7 +31,7 @@ from builder.registry.errors import (
     UnsupportedManifestError,
     VerificationError,
 )
-from builder.registry.transport import Transport, _describe
+from builder.registry.transport import Transport, _describe, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +370,7 @@ class RepositoryClient:
                 last_error = exc
                 log.debug("upload of %s restarting (%s)", digest, exc)
                 location = None
+                time.sleep(self.transport.options.retry.delay(restart, getattr(exc, "retry_after", None)))
         raise RegistryError(
             f"uploading blob {digest[:19]} to {self.repository} failed {UPLOAD_RESTARTS} times: {last_error}"
         )
@@ -417,6 +418,8 @@ class RepositoryClient:
                     resumes += 1
                     if resumes > self.transport.options.retry.attempts:
                         raise _UploadBroken("too many interrupted chunks")
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After")) if resp is not None else None
+                    time.sleep(self.transport.options.retry.delay(resumes - 1, retry_after))
                     offset = self._upload_progress(location)
                     continue
                 resp.close()
@@ -449,10 +452,13 @@ class RepositoryClient:
         return 0 if end == 0 and fallback is None else end + 1
 
     def _finish_upload(self, resp: requests.Response, digest: str) -> None:
-        if resp.status_code in (400, 404, 416) or resp.status_code >= 500:
-            detail = resp.status_code
+        # 400 (digest invalid: the bytes were damaged on the way), a lost session, or a
+        # transient failure: the caller starts a fresh upload.
+        if resp.status_code in (400, 404, 408, 416, 429) or resp.status_code >= 500:
             resp.close()
-            raise _UploadBroken(f"HTTP {detail} finishing the upload")
+            broken = _UploadBroken(f"HTTP {resp.status_code} finishing the upload")
+            broken.retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            raise broken
         self.transport.check(resp, f"uploading blob {digest[:19]} to {self.repository}", ok=(201, 204))
         resp.close()
         echoed = resp.headers.get("Docker-Content-Digest")

@@ -145,3 +145,24 @@ def test_an_unreachable_registry_is_a_clear_error(store):
     image = make_image(store, [{"x": b"z"}])
     with pytest.raises(RegistryError, match="cannot reach registry 127.0.0.1"):
         push_image(f"127.0.0.1:{free_port()}/x/y:v1", store, image.manifest, options=FAST_RETRY)
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "reset"])
+def test_a_failed_monolithic_put_restarts_the_upload(proxy, store, fault):
+    image = make_image(store, [{"put": f"restart after {fault}".encode()}])
+    seen = {"n": 0}
+
+    def policy(method, path, n):
+        if method == "PUT" and "/blobs/uploads/" in path:
+            seen["n"] += 1
+            if seen["n"] == 1:
+                return fault
+        return None
+
+    proxy.policy = policy
+    result = push_image(f"{proxy.host}/faults/put-{fault}:v1", store, image.manifest, options=FAST_RETRY,
+                        concurrency=1)
+    assert proxy.faults() == [fault]
+    assert sorted(result.uploaded) == sorted([image.config_digest, *image.layer_digests])
+    # A fresh session was opened for the failed blob: one more POST than blobs.
+    assert proxy.methods().count("POST") == len(result.uploaded) + 1
