@@ -73,6 +73,8 @@ def apply_layer(blob: BinaryIO, target: str | os.PathLike, media_type: str | Non
                 stream.close()
     except OSError as exc:
         raise LayerError(f"cannot apply layer: {exc}") from None
+    except (OverflowError, ValueError) as exc:  # e.g. an mtime beyond what the filesystem holds
+        raise LayerError(f"cannot apply layer: {exc}") from None
     return applier.stats
 
 

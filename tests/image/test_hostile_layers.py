@@ -193,3 +193,11 @@ def test_unsupported_entry_types_are_refused(sandbox):
 def test_target_must_be_a_directory(tmp_path):
     with pytest.raises(LayerError, match="not a directory"):
         apply_layer(io.BytesIO(b""), tmp_path / "missing", mt.OCI_LAYER_TAR)
+
+
+def test_absurd_mtime_is_a_clear_error(sandbox):
+    target, _ = sandbox
+    info = entry("f")
+    info.pax_headers = {"mtime": "1" + "0" * 30}
+    with pytest.raises(LayerError, match="cannot apply layer"):
+        apply(make_tar([(info, b"x")]), target)
