@@ -38,7 +38,7 @@ def register(sub) -> None:
     p.set_defaults(func=_save)
 
     p = sub.add_parser("load", help="load images from an OCI-layout or docker-archive tar (gzip/zstd too)")
-    p.add_argument("-i", "--input", help="the archive to read (default: standard input)")
+    p.add_argument("-i", "--input", help="the archive (or OCI layout directory) to read (default: standard input)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     add_root_argument(p)
     p.set_defaults(func=_load)

@@ -176,6 +176,55 @@ class TarArchive:
         self.close()
 
 
+class DirLayout:
+    """An unpacked layout (``skopeo copy ... oci:DIR``) with the same read interface as ``TarArchive``.
+
+    Every name is resolved with symlinks followed *and* checked to stay under the directory.
+    """
+
+    def __init__(self, path: Path, label: str | None = None) -> None:
+        self.root = Path(os.path.realpath(path))
+        self.source = label or str(path)
+
+    def _path(self, name: str) -> Path | None:
+        clean = _clean(name)
+        if clean is None:
+            return None
+        real = os.path.realpath(self.root / clean)
+        if os.path.commonpath([real, str(self.root)]) != str(self.root):
+            raise ArchiveError(f"{self.source}: {name!r} links outside the directory")
+        return Path(real) if os.path.isfile(real) else None
+
+    def has(self, name: str) -> bool:
+        return self._path(name) is not None
+
+    def names(self) -> list[str]:
+        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
+
+    def size(self, name: str) -> int:
+        path = self._path(name)
+        if path is None:
+            raise ArchiveError(f"{self.source} has no file {name!r}")
+        return path.stat().st_size
+
+    def open(self, name: str) -> BinaryIO:
+        path = self._path(name)
+        if path is None:
+            raise ArchiveError(f"{self.source} has no file {name!r}")
+        return open(path, "rb")
+
+    read_json = TarArchive.read_json
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "DirLayout":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
 def _normalise(path: str) -> str:
     """Collapse ``a/b/../c`` lexically; leading ``..`` stays so ``_clean`` refuses it."""
     out: list[str] = []

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from builder.exporter.archive import ArchiveError, TarArchive
+from builder.exporter.archive import ArchiveError, DirLayout, TarArchive
 from builder.exporter.errors import ExportError
 from builder.exporter.docker_archive import is_docker_archive, load_docker_archive, save_docker_archive
 from builder.exporter.model import ExportItem, LoadedImage
@@ -23,7 +23,13 @@ FORMATS = ("oci", "docker")
 
 
 def load_archive(store: ContentStore, source: str | os.PathLike | BinaryIO) -> list[LoadedImage]:
-    """Load every image in an OCI-layout or docker-archive tar (plain, gzip or zstd) into ``store``."""
+    """Load every image in an OCI-layout or docker-archive tar (plain, gzip or zstd), or in an
+    OCI layout directory, into ``store``."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        layout = DirLayout(Path(source))
+        if not is_oci_layout(layout):
+            raise ArchiveError(f"{source} is a directory but not an OCI image layout (no oci-layout/index.json)")
+        return load_oci_layout(store, layout)
     with _local_file(store, source) as path, TarArchive(path, store.scratch.path, _label(source)) as archive:
         if is_oci_layout(archive):
             return load_oci_layout(store, archive)

@@ -206,3 +206,26 @@ def test_a_decompression_bomb_is_refused(store, tmp_path, monkeypatch):
     with pytest.raises(ArchiveError, match="decompression bomb"):
         load_archive(store, bomb)
     assert list(store.scratch.path.iterdir()) == []
+
+
+def test_an_oci_layout_directory_written_by_skopeo_loads(store, busybox_archive, tmp_path):
+    layout = tmp_path / "layout"
+    run(tool("skopeo"), "copy", f"oci-archive:{busybox_archive}", f"oci:{layout}:docker.io/library/dir:1")
+    loaded = load_archive(store, layout)
+    assert loaded[0].names == ["docker.io/library/dir:1"]
+    assert store.get_image("dir:1").diff_ids
+
+
+def test_a_layout_directory_cannot_reach_outside_itself(store, busybox_archive, tmp_path):
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    with tarfile.open(busybox_archive) as tar:
+        tar.extractall(layout, filter="tar")
+    index = json.loads((layout / "index.json").read_text())
+    blob = layout / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]
+    outside = tmp_path / "secret"
+    outside.write_bytes(blob.read_bytes())
+    blob.unlink()
+    blob.symlink_to(outside)
+    with pytest.raises(ArchiveError, match="outside the directory"):
+        load_archive(store, layout)
