@@ -33,6 +33,7 @@ OPAQUE_MARKER = ".wh..wh..opq"
 OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 
+_UNSUPPORTED_OVERLAY_FEATURES = (".metacopy", ".redirect")
 _FLUSH_AT = 1 << 20
 _CHUNK = 1 << 20
 
@@ -298,6 +299,12 @@ def _xattrs(path: str) -> dict[str, bytes]:
     out = {}
     for name in sorted(names):
         if name.startswith(OVERLAY_XATTR_PREFIXES):
+            if name.endswith(_UNSUPPORTED_OVERLAY_FEATURES):
+                # The upper dir alone no longer describes the change: file data or a
+                # renamed directory's contents live in the lower layers.
+                raise LayerError(
+                    f"{path!r} carries {name}: the overlay was mounted with metacopy or redirect_dir on; "
+                    "remount with metacopy=off,redirect_dir=off to diff it as a layer")
             continue
         try:
             out[name] = os.getxattr(path, name, follow_symlinks=False)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from builder.image import mediatypes as mt
+from builder.image.errors import LayerError
 from builder.image.layer import apply_layer, write_layer
 
 from image_helpers import entry, make_tar, requires_root, snapshot
@@ -131,3 +132,14 @@ def test_overlayfs_upper_dir_becomes_an_oci_layer(tmp_path):
     apply_layer(io.BytesIO(layer_of(lower)), root, mt.OCI_LAYER_TAR)
     apply_layer(io.BytesIO(tar), root, mt.OCI_LAYER_TAR)
     assert snapshot(root, mtimes=False) == expected
+
+
+@requires_root
+def test_upper_dir_from_a_metacopy_overlay_is_refused(tmp_path):
+    # With metacopy=on a chown through the mount copies up metadata only: no data to archive.
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "f").write_bytes(b"")
+    os.setxattr(upper / "f", "trusted.overlay.metacopy", b"")
+    with pytest.raises(LayerError, match="metacopy=off,redirect_dir=off"):
+        layer_of(upper, overlay=True)
