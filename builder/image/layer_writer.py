@@ -246,21 +246,21 @@ class _TreeArchiver:
         entry.type, entry.size = REGTYPE, size
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            self._put(encode_header(entry))
-            if size <= _FLUSH_AT:
+            if size <= _FLUSH_AT:  # small: one buffered piece
                 data = os.read(fd, size)
                 self._check_size(entry.name, len(data), size)
-                self._put(data)
-            else:
-                self._flush()
-                left = size
-                while left:
-                    data = os.read(fd, min(_CHUNK, left))
-                    if not data:
-                        break
-                    self.sink.write(data)
-                    left -= len(data)
-                self._check_size(entry.name, size - left, size)
+                self._put(encode_header(entry) + data + padding(size))
+                return
+            self._put(encode_header(entry))
+            self._flush()
+            left = size
+            while left:  # large: stream it in chunks, never whole
+                data = os.read(fd, min(_CHUNK, left))
+                if not data:
+                    break
+                self.sink.write(data)
+                left -= len(data)
+            self._check_size(entry.name, size - left, size)
             self._put(padding(size))
         finally:
             os.close(fd)

@@ -43,9 +43,12 @@ class TarEntry:
     xattrs: dict[str, bytes] = field(default_factory=dict)
 
 
+_PADDINGS = [bytes(n) for n in range(BLOCK)]
+
+
 def padding(size: int) -> bytes:
     """Zero bytes that round ``size`` up to a whole block."""
-    return bytes(-size % BLOCK)
+    return _PADDINGS[-size % BLOCK]
 
 
 def encode_header(entry: TarEntry) -> bytes:
