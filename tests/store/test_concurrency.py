@@ -111,3 +111,25 @@ def test_opening_the_store_never_cleans_a_live_process_scratch(tmp_path):
     assert proc.returncode == 0
     with ContentStore(root) as store:
         assert store.has_blob(digest)
+
+
+SNAPSHOTTER = textwrap.dedent("""
+    import sys
+    from builder.store import ContentStore
+    with ContentStore(sys.argv[1]) as store:
+        print(store.layer_snapshot(sys.argv[2]))
+""")
+
+
+def test_processes_asking_for_one_snapshot_at_once_unpack_it_once(busybox_image, store):
+    diff_id = busybox_image.diff_ids[0]
+    procs = [subprocess.Popen([sys.executable, "-c", SNAPSHOTTER, str(store.root), diff_id],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    paths = set()
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+        paths.add(out.strip().decode())
+    assert len(paths) == 1
+    assert [row[0] for row in store.index.snapshots()] == [diff_id]
+    assert os.path.isfile(os.path.join(paths.pop(), "bin", "busybox"))
