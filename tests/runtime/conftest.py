@@ -85,6 +85,15 @@ class Runtime:
                               timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
+    def detached(self, *args: str, timeout: float = 30) -> Result:
+        """For create / run -d: the container keeps our stdio, so give it files, not pipes."""
+        self.state_root.mkdir(parents=True, exist_ok=True)
+        out_path, err_path = self.state_root.parent / "detached.out", self.state_root.parent / "detached.err"
+        with open(out_path, "w") as out, open(err_path, "w") as err:
+            proc = subprocess.run([*self.argv, "--root", str(self.state_root), *args], stdout=out, stderr=err,
+                                  stdin=subprocess.DEVNULL, timeout=timeout)
+        return Result(proc.returncode, out_path.read_text(), err_path.read_text())
+
 
 @pytest.fixture
 def pybuild_runc(tmp_path: Path) -> Runtime:
