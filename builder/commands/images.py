@@ -130,7 +130,8 @@ def _images(args: argparse.Namespace) -> int:
             ident = short_id(s.id, args.no_trunc)
             if ident not in seen:
                 seen.append(ident)
-        print("\n".join(seen)) if seen else None
+        if seen:
+            print("\n".join(seen))
         return 0
     if args.format == "json":
         for repo, tag, s in rows:
@@ -191,8 +192,6 @@ def _inspect(args: argparse.Namespace) -> int:
                 missing.append(text)
     print(json.dumps(docs, indent=4))
     if missing:
-        from builder.store import ImageNotFoundError
-
         raise ImageNotFoundError(f"no such image: {', '.join(missing)}")
     return 0
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO

@@ -8,7 +8,6 @@ config's diffIDs. Saving writes uncompressed layer tars, as docker does.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from typing import BinaryIO
 
 from builder.exporter.archive import ArchiveError, ArchiveWriter, TarArchive

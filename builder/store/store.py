@@ -15,6 +15,7 @@ has written but not yet referenced.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from builder.image import mediatypes as mt
-from builder.image.digest import parse_digest
 from builder.image.errors import InvalidImageError
 from builder.image.oci import Descriptor, ImageConfig, Index, Manifest, Platform, parse_json_object
 from builder.store.blobs import BlobStore, BlobWriter
@@ -116,10 +116,8 @@ class ContentStore:
             data = fh.read(max_size + 1)
         if len(data) > max_size:
             raise StoreError(f"blob {digest} is larger than {max_size} bytes; not a manifest or config")
-        import hashlib
-
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
-            raise StoreError(f"blob {digest} is corrupt in the store (content does not match its digest)",)
+            raise StoreError(f"blob {digest} is corrupt in the store (content does not match its digest)")
         return data
 
     # ------------------------------------------------------------ writing images
@@ -160,7 +158,6 @@ class ContentStore:
             edges = [(digest, m.digest) for m in index.manifests]
             layers: list[tuple[str, str, str]] = []
             size = len(self.read_blob(digest))
-            config_digest = created = None
             present = []
             for entry in index.manifests:
                 if entry.media_type in mt.MANIFESTS and self.has_blob(entry.digest):
