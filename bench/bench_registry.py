@@ -64,6 +64,37 @@ def skopeo(*args: str) -> None:
     subprocess.run(["skopeo", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def compare(work: Path, registry, label: str, raw: list[bytes], small: list[dict]) -> None:
+    """Push then pull one image with pybuild and with skopeo, each into a fresh registry."""
+    store = DirBlobStore(work / "store")
+    image = make_image(store, small, raw_layers=raw)
+    mb = sum(store.path(d).stat().st_size for d in store.blobs()) / 1e6
+    layout = work / "layout"
+    oci_layout(layout, store, image.manifest)
+    print(f"image: {label}, {len(store.blobs())} blobs, {mb:.1f} MB", flush=True)
+
+    # pybuild works from its content store, as `pybuild push/pull` do.
+    source = open_store(work / "root-push")
+    for digest in store.blobs():
+        with open(store.path(digest), "rb") as fh:
+            source.put_blob(fh, digest)
+    source.add_image(image.manifest.digest, image.manifest.media_type, name="bench/app:1")
+    reg_a, reg_b = registry(work.name + "-pybuild"), registry(work.name + "-skopeo")
+    t_push = timed(lambda: push_from_store("bench/app:1", source, f"{reg_a.host}/bench/app:1"))
+    t_push_sk = timed(lambda: skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:bench",
+                                     f"docker://{reg_b.host}/bench/app:1"))
+    report("push", mb, t_push, t_push_sk)
+    # Pull: both from the registry pybuild pushed to, into empty destinations.
+    dest = open_store(work / "root-pull")
+    t_pull = timed(lambda: pull_to_store(f"{reg_a.host}/bench/app:1", dest))
+    assert all(dest.has_blob(d) for d in store.blobs())
+    t_pull_sk = timed(lambda: skopeo("copy", "--src-tls-verify=false",
+                                     f"docker://{reg_a.host}/bench/app:1", f"oci:{work / 'skopeo-pulled'}:x"))
+    report("pull", mb, t_pull, t_pull_sk)
+    source.close()
+    dest.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--big", type=int, default=4)
@@ -82,40 +113,14 @@ def main() -> int:
             servers.append(server)
             return server
 
-        store = DirBlobStore(work / "store")
         raw = [big_layer(args.big_mib) for _ in range(args.big)]
         small = [{f"f{i}": os.urandom(256) + f"{i}".encode()} for i in range(args.small)]
-        image = make_image(store, small, raw_layers=raw)
-        total = sum(store.path(d).stat().st_size for d in store.blobs())
-        mb = total / 1e6
-        layout = work / "layout"
-        oci_layout(layout, store, image.manifest)
-        print(f"image: {args.big} x {args.big_mib} MiB + {args.small} small layers, "
-              f"{len(store.blobs())} blobs, {mb:.1f} MB")
-
-        # pybuild works from its content store, as `pybuild push/pull` do.
-        source = open_store(work / "root-push")
-        for digest in store.blobs():
-            with open(store.path(digest), "rb") as fh:
-                source.put_blob(fh, digest)
-        source.add_image(image.manifest.digest, image.manifest.media_type, name="bench/app:1")
-
-        # Push: each tool into its own fresh registry so neither benefits from the other's blobs.
-        reg_a, reg_b = registry("push-pybuild"), registry("push-skopeo")
         print(f"{'':6}{'pybuild':>24}{'skopeo copy':>24}{'speed ratio':>14}", flush=True)
-        t_push = timed(lambda: push_from_store("bench/app:1", source, f"{reg_a.host}/bench/app:1"))
-        t_push_sk = timed(lambda: skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:bench",
-                                         f"docker://{reg_b.host}/bench/app:1"))
-        report("push", mb, t_push, t_push_sk)
-        # Pull: both from the registry pybuild pushed to, into empty destinations.
-        dest = open_store(work / "root-pull")
-        t_pull = timed(lambda: pull_to_store(f"{reg_a.host}/bench/app:1", dest))
-        assert all(dest.has_blob(d) for d in store.blobs())
-        t_pull_sk = timed(lambda: skopeo("copy", "--src-tls-verify=false",
-                                         f"docker://{reg_a.host}/bench/app:1", f"oci:{work / 'skopeo-pulled'}:x"))
-        report("pull", mb, t_pull, t_pull_sk)
-        source.close()
-        dest.close()
+        compare(work / "mixed", registry, f"{args.big} x {args.big_mib} MiB + {args.small} small layers",
+                raw, small)
+        if args.small:
+            # The same big layers alone: raw throughput without the per-blob costs.
+            compare(work / "big", registry, f"{args.big} x {args.big_mib} MiB layers only", raw, [])
 
         # Re-push of an unchanged 10-layer image.
         reg_c = registry("repush")

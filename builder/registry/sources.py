@@ -19,6 +19,8 @@ class BlobSources:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, timeout=30)
+        # A hint cache: losing the last writes only costs an upload, so skip the fsyncs.
+        self._db.execute("PRAGMA synchronous=OFF")
         with self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(

@@ -143,25 +143,37 @@ class Transport:
             return self._base_url
 
     def _probe(self) -> str:
-        """Ping ``/v2/`` to choose the scheme and learn the auth challenge early."""
-        schemes = ["https", "http"] if self.options.allows_plain_http(self.host) else ["https"]
+        """Ping ``/v2/`` to choose the scheme and learn the auth challenge early.
+
+        Where plain http is allowed (loopback, --insecure-registry) http is tried first and
+        kept only if it gives a registry's answer (200 or 401); a TLS server answers plain
+        http with 400 or a reset, and is then used over https without verification.
+        """
+        plain_ok = self.options.allows_plain_http(self.host)
+        schemes = ["http", "https"] if plain_ok else ["https"]
         last: Exception | None = None
         for scheme in schemes:
             url = f"{scheme}://{self.host}/v2/"
-            verify = self.verify if scheme == "https" and not self.options.allows_plain_http(self.host) else False
-            # Only the last scheme gets retries: a refused https connection means http is refused too.
-            attempts = self.options.retry.attempts if scheme == schemes[-1] else 1
+            verify = False if plain_ok else self.verify
+            attempts = self.options.retry.attempts
+            first_of_two = scheme == "http" and len(schemes) > 1
             for attempt in range(attempts):
                 try:
                     resp = self.session.get(url, timeout=self.timeout, verify=verify, allow_redirects=False)
+                    resp.close()
                 except requests.exceptions.SSLError as exc:
                     last = exc
-                    break  # a plain-http server: try the next scheme
+                    break
                 except requests.RequestException as exc:
                     last = exc
+                    if first_of_two:
+                        break  # refused or reset over http: https gets the retries
                     if attempt + 1 < attempts:
                         time.sleep(self.options.retry.delay(attempt))
                     continue
+                if first_of_two and resp.status_code == 400:
+                    last = None
+                    break  # how a TLS server answers plain http: try https
                 if resp.status_code in RETRYABLE_STATUS and attempt + 1 < attempts:
                     time.sleep(self.options.retry.delay(attempt, parse_retry_after(resp.headers.get("Retry-After"))))
                     continue

@@ -116,3 +116,23 @@ def test_cli_reports_tls_failure_in_one_line(tls_registry, capsys):
     code = main(["login", "-u", "x", "-p", "y", tls_registry.host])
     err = capsys.readouterr().err
     assert code != 0 and err.startswith("error: ") and "TLS" in err and "Traceback" not in err
+
+
+def test_insecure_registry_serving_tls_is_used_without_verification(tls_registry, store):
+    image = make_image(store, [{"tls": b"insecure but https"}])
+    options = RegistryOptions(insecure_registries=frozenset({tls_registry.host}), retry=FAST)
+    ref = f"{tls_registry.host}/team/insecure-tls:v1"
+    assert push_image(ref, store, image.manifest, options=options).digest == image.manifest.digest
+
+
+def test_loopback_registry_serving_tls_works_like_docker_does(tmp_path_factory, store):
+    workdir = tmp_path_factory.mktemp("loopback-tls")
+    paths = make_ca_and_server_cert(workdir, "127.0.0.1")
+    server = RegistryServer(workdir, tls=(paths["cert"], paths["key"])).start()
+    try:
+        image = make_image(store, [{"tls": b"loopback https"}])
+        ref = f"{server.host}/team/loopback-tls:v1"
+        assert push_image(ref, store, image.manifest).digest == image.manifest.digest
+        assert pull_image(ref, store).manifest.digest == image.manifest.digest
+    finally:
+        server.stop()
