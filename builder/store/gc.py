@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -73,9 +74,10 @@ def _live_diff_ids(store: "ContentStore", live: set[str]) -> set[str]:
 
 
 def prune(store: "ContentStore", *, dangling: bool = True, cache: bool = False,
-          timeout: float | None = 60.0) -> PruneReport:
-    """Remove images without names (``dangling``), build cache (``cache``), and then every blob
-    and snapshot nothing reachable needs. Waits up to ``timeout`` for running writers."""
+          cache_unused_for: float | None = None, timeout: float | None = 60.0) -> PruneReport:
+    """Remove images without names (``dangling``), build cache (``cache``: all of it, or with
+    ``cache_unused_for`` only entries unused for that many seconds), and then every blob and
+    snapshot nothing reachable needs. Waits up to ``timeout`` for running writers."""
     report = PruneReport()
     with store.gc_lock(timeout):
         if dangling:
@@ -85,7 +87,8 @@ def prune(store: "ContentStore", *, dangling: bool = True, cache: bool = False,
                     store.index.delete_image(record.digest)
                     report.images.append(record.digest)
         if cache:
-            keys = [k for k, _, _ in store.index.cache_keys()]
+            cutoff = None if cache_unused_for is None else time.time() - cache_unused_for
+            keys = [k for k, last_used, _ in store.index.cache_keys() if cutoff is None or last_used < cutoff]
             report.cache_entries = store.index.cache_delete(keys)
         roots = {r.digest for r in store.index.images()} | store.index.cache_roots()
         live = reachable(store, roots)

@@ -197,6 +197,10 @@ class StoreIndex:
         """(blob digest, media type) of every stored blob whose uncompressed tar is ``diff_id``."""
         return self.query("SELECT digest, media_type FROM layers WHERE diff_id = ?", (diff_id,))
 
+    def record_layer(self, digest: str, diff_id: str, media_type: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO layers VALUES (?, ?, ?)", (digest, diff_id, media_type))
+
     def forget_blobs(self, digests: list[str]) -> None:
         """Drop graph and layer rows of blobs that garbage collection removed."""
         with self.transaction() as db:

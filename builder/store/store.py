@@ -324,6 +324,13 @@ class ContentStore:
 
     # ------------------------------------------------------------ snapshots, cache, gc (see their modules)
 
+    def record_layer(self, digest: str, diff_id: str, media_type: str) -> None:
+        """Tell the store which diffID a layer blob unpacks to (images do this themselves), so a
+        layer built but not yet in any image can be snapshotted by its diffID."""
+        if not self.has_blob(digest):
+            raise BlobNotFoundError(f"layer {digest} is not in the store")
+        self.index.record_layer(digest, diff_id, media_type)
+
     def layer_snapshot(self, layer: str | Descriptor) -> Path:
         """The directory holding one layer unpacked (by diffID or manifest layer descriptor)."""
         from builder.store.snapshots import layer_snapshot

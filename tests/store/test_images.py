@@ -125,3 +125,18 @@ def test_build_cache_records_hits_and_keeps_its_blobs(store, tmp_path):
     assert store.cache_get("other") is None
     report = store.prune(cache=True)
     assert report.cache_entries == 1 and report.blobs == [layer.digest]
+
+
+def test_old_cache_entries_go_first(store, tmp_path):
+    store.cache_put("old", {"n": 1})
+    store.index.query("UPDATE cache SET last_used = last_used - 7200 WHERE key = 'old'")
+    store.cache_put("new", {"n": 2})
+    assert store.prune(cache=True, cache_unused_for=3600).cache_entries == 1
+    assert store.cache_get("old") is None and store.cache_get("new").result == {"n": 2}
+
+
+def test_a_recorded_layer_outside_any_image_can_be_snapshotted(store, tmp_path):
+    layer = make_layer(store, tmp_path, {"built": "by a step"})
+    store.record_layer(layer.digest, layer.diff_id, layer.media_type)
+    path = store.layer_snapshot(layer.diff_id)
+    assert (path / "built").read_text() == "by a step"
