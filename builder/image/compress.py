@@ -135,10 +135,35 @@ def detect_compression(head: bytes) -> str:
 def open_layer_stream(source: BinaryIO, media_type: str | None) -> BinaryIO:
     """Decompressed tar bytes of a layer blob, by media type (or sniffed when it is None)."""
     if media_type is None:
-        peekable = source if hasattr(source, "peek") else io.BufferedReader(source)  # type: ignore[arg-type]
-        compression = detect_compression(peekable.peek(4)[:4])
-        return decompressor(peekable, compression)
+        head = source.read(4)
+        while 0 < len(head) < 4:  # short reads from pipes and sockets
+            more = source.read(4 - len(head))
+            if not more:
+                break
+            head += more
+        return decompressor(_Prepended(head, source), detect_compression(head))
     return decompressor(source, mt.layer_compression(media_type))
+
+
+class _Prepended(io.RawIOBase):
+    """``head`` followed by the rest of ``source``; closing it leaves ``source`` open."""
+
+    def __init__(self, head: bytes, source: BinaryIO) -> None:
+        self._head = head
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._source.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
 
 
 def decompression_error(exc: BaseException) -> LayerError:

@@ -98,6 +98,8 @@ def clean_name(name: str) -> str:
         return name.rstrip("/")  # fast path: already clean (short enough for any encoding)
     if "\0" in name:
         raise LayerError(f"refusing layer entry {name!r}: NUL in name")
+    if name.strip("/") in ("", "."):
+        return ""  # "/", "./": the root itself
     if name.startswith("/"):
         raise LayerError(f"refusing layer entry {name!r}: absolute path")
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:

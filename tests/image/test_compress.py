@@ -67,6 +67,11 @@ def test_open_layer_stream_by_media_type_or_sniffing():
     assert open_layer_stream(io.BytesIO(gz), mt.DOCKER_LAYER_GZIP).read() == b"tar bytes"
     assert open_layer_stream(io.BytesIO(gz), None).read() == b"tar bytes"
     assert open_layer_stream(io.BytesIO(b"plain"), None).read() == b"plain"
+    source = io.BytesIO(gzip.compress(b"x" * 100_000))
+    stream = open_layer_stream(source, None)
+    assert stream.read() == b"x" * 100_000
+    stream.close()
+    assert not source.closed, "the caller's stream stays open"
 
 
 def test_bad_compression_names_and_levels_are_clear_errors():
