@@ -209,7 +209,8 @@ class RepositoryClient:
     # -- manifests ---------------------------------------------------------------------
     def get_manifest(self, reference: str, accept: str = ACCEPT_MANIFESTS) -> Manifest:
         """Fetch a manifest or index by tag or digest, bounded in size and verified."""
-        what = f"manifest {self.repository}:{reference}" if ":" not in reference else f"manifest {self.repository}@{reference}"
+        name = f"{self.transport.host}/{self.repository}"
+        what = f"manifest {name}:{reference}" if ":" not in reference else f"manifest {name}@{reference}"
         attempts = self.transport.options.retry.attempts
         for attempt in range(attempts):
             resp = self._request("GET", f"manifests/{reference}", headers={"Accept": accept}, stream=True)
