@@ -142,6 +142,24 @@ class ContentStore:
             self.add_image(digest, name=name)
         return self.get_image(digest)
 
+    def put_index(self, images: list[Image], *, name: str | None = None,
+                  annotations: dict[str, str] | None = None) -> Image:
+        """Store a multi-platform image: an index over ``images`` (one per platform); tag it ``name``."""
+        if not images:
+            raise InvalidImageError("an image index needs at least one image")
+        platforms = [str(image.platform.normalized()) for image in images]
+        if len(set(platforms)) != len(platforms):
+            raise InvalidImageError(f"an image index needs one image per platform, got {', '.join(platforms)}")
+        docker = all(image.manifest.media_type == mt.DOCKER_MANIFEST for image in images)
+        entries = [Descriptor(image.manifest.media_type, image.manifest_digest, self.blob_size(image.manifest_digest),
+                              platform=image.platform) for image in images]
+        index = Index(entries, media_type=mt.DOCKER_MANIFEST_LIST if docker else mt.OCI_INDEX,
+                      annotations=annotations)
+        with self.lease():
+            digest, _ = self.put_bytes(index.to_json())
+            self.add_image(digest, name=name)
+        return self.get_image(digest)
+
     def add_image(self, digest: str, media_type: str | None = None, *, name: str | None = None) -> ImageRecord:
         """Record a manifest or index already in the store as an image (checking what it needs is present)."""
         stored = self.index.image(digest)

@@ -229,3 +229,24 @@ def test_a_layout_directory_cannot_reach_outside_itself(store, busybox_archive, 
     blob.symlink_to(outside)
     with pytest.raises(ArchiveError, match="outside the directory"):
         load_archive(store, layout)
+
+
+def test_a_multi_platform_image_travels_whole(store, tmp_path):
+    from builder.image.oci import Platform
+    from tests.store.test_images import make_image
+
+    amd = make_image(store, tmp_path, None, {"arch": "amd64"}, Platform("linux", "amd64"))
+    arm = make_image(store, tmp_path, None, {"arch": "arm64"}, Platform("linux", "arm64"))
+    multi = store.put_index([amd, arm], name="multi:1")
+    out = tmp_path / "multi.tar"
+    save_to_path(store, ["multi:1"], str(out), "oci")
+    raw = json.loads(run(tool("skopeo"), "inspect", "--raw", f"oci-archive:{out}"))
+    assert raw["mediaType"] == "application/vnd.oci.image.index.v1+json" and len(raw["manifests"]) == 2
+    with ContentStore(tmp_path / "other") as other:
+        assert load_archive(other, out)[0].digest == multi.digest
+        assert other.get_image("multi:1", Platform.parse("linux/arm64")).manifest_digest == arm.digest
+        assert other.get_image("multi:1", Platform.parse("linux/amd64")).manifest_digest == amd.digest
+    docker = tmp_path / "arm.tar"
+    save_to_path(store, ["multi:1"], str(docker), "docker", Platform.parse("linux/arm64"))
+    info = json.loads(run(tool("skopeo"), "inspect", "--override-arch", "arm64", f"docker-archive:{docker}"))
+    assert info["Architecture"] == "arm64"

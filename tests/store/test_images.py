@@ -101,12 +101,9 @@ def test_rmi_by_name_untags_and_by_id_needs_force_with_several_names(store, tmp_
 def test_multi_platform_index_resolves_to_the_asked_platform(store, tmp_path):
     amd = make_image(store, tmp_path, None, {"arch": "amd64"}, Platform("linux", "amd64"))
     arm = make_image(store, tmp_path, None, {"arch": "arm64"}, Platform("linux", "arm64"))
-    index = Index([Descriptor(mt.OCI_MANIFEST, amd.digest, store.blob_size(amd.digest),
-                              platform=Platform("linux", "amd64")),
-                   Descriptor(mt.OCI_MANIFEST, arm.digest, store.blob_size(arm.digest),
-                              platform=Platform("linux", "arm64"))])
-    digest, _ = store.put_bytes(index.to_json())
-    store.add_image(digest, name="multi:1")
+    digest = store.put_index([amd, arm], name="multi:1").digest
+    index = Index.from_json(store.read_blob(digest))
+    assert [str(m.platform) for m in index.manifests] == ["linux/amd64", "linux/arm64"]
     got = store.get_image("multi:1", Platform.parse("linux/arm64"))
     assert (got.digest, got.manifest_digest, got.platform.architecture) == (digest, arm.digest, "arm64")
     assert got.index is not None
@@ -140,3 +137,10 @@ def test_a_recorded_layer_outside_any_image_can_be_snapshotted(store, tmp_path):
     store.record_layer(layer.digest, layer.diff_id, layer.media_type)
     path = store.layer_snapshot(layer.diff_id)
     assert (path / "built").read_text() == "by a step"
+
+
+def test_an_index_needs_one_image_per_platform(store, tmp_path):
+    a = make_image(store, tmp_path, None, {"a": "1"}, Platform("linux", "arm64"))
+    b = make_image(store, tmp_path, None, {"b": "2"}, Platform("linux", "arm64", "v8"))
+    with pytest.raises(Exception, match="one image per platform"):
+        store.put_index([a, b])
