@@ -5,6 +5,10 @@ swapped in after the walk must not hang the build), checked to still be a
 regular file, hashed in bounded memory, and stat'ed again afterwards: if it
 changed while being read it is read again, so a digest always describes one
 consistent version of the file.
+
+Small files are hashed on the calling thread (for them the cost is Python's,
+and threads would only queue on the GIL); large ones go to a thread pool,
+where hashlib releases the GIL and the cores hash in parallel.
 """
 from __future__ import annotations
 
@@ -12,18 +16,16 @@ import errno
 import hashlib
 import os
 import stat
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.context.errors import ContextError
-from builder.context.metacache import MetadataCache, StatKey
+from builder.context.metacache import MetadataCache, stat_key
 
 SMALL_FILE = 1 << 20  # read in one call below this size
-BATCH_BYTES = 8 << 20  # work handed to one thread at a time
-BATCH_FILES = 256
+PARALLEL_FROM = 64 << 10  # files at least this big go to the thread pool
 _RETRIES = 3
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -37,23 +39,6 @@ class HashStats:
     cache_hits: int = 0
 
 
-@dataclass(frozen=True)
-class FileToHash:
-    """A regular file found by a walk: its absolute path, its lstat, its name for messages."""
-
-    path: str
-    st: os.stat_result
-    display: str
-
-
-@dataclass(frozen=True)
-class HashedFile:
-    """A file's ``sha256:`` digest and the stat of the version that was read."""
-
-    digest: str
-    st: os.stat_result
-
-
 def _read_error(display: str, exc: OSError) -> ContextError:
     reason = exc.strerror or str(exc)
     if exc.errno == errno.ELOOP:
@@ -64,8 +49,8 @@ def _read_error(display: str, exc: OSError) -> ContextError:
     return err
 
 
-def hash_file(path: str, display: str) -> HashedFile:
-    """sha256 of one regular file, consistent against concurrent changes."""
+def hash_file(path: str, display: str) -> tuple[str, os.stat_result]:
+    """``("sha256:<hex>", stat)`` of one regular file, consistent against concurrent changes."""
     for _ in range(_RETRIES):
         try:
             fd = os.open(path, _OPEN_FLAGS)
@@ -76,13 +61,13 @@ def hash_file(path: str, display: str) -> HashedFile:
             if not stat.S_ISREG(before.st_mode):
                 raise ContextError(f"{display!r} in the build context stopped being a regular file while being read")
             if before.st_size < SMALL_FILE:
-                chunks = []
-                while True:  # read to EOF, in case it grew since fstat
-                    chunk = os.read(fd, SMALL_FILE)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                digest = hashlib.sha256(b"".join(chunks)).hexdigest()
+                data = os.read(fd, before.st_size + 1)
+                if len(data) > before.st_size:  # it grew: take the rest too
+                    rest = [data]
+                    while chunk := os.read(fd, SMALL_FILE):
+                        rest.append(chunk)
+                    data = b"".join(rest)
+                digest = hashlib.sha256(data).hexdigest()
             else:
                 with os.fdopen(os.dup(fd), "rb", buffering=0) as fh:
                     digest = hashlib.file_digest(fh, "sha256").hexdigest()
@@ -91,79 +76,74 @@ def hash_file(path: str, display: str) -> HashedFile:
             raise _read_error(display, exc) from None
         finally:
             os.close(fd)
-        if StatKey.of(before) == StatKey.of(after):
-            return HashedFile("sha256:" + digest, after)
+        if stat_key(before) == stat_key(after):
+            return "sha256:" + digest, after
     raise ContextError(f"{display!r} in the build context kept changing while being hashed")
 
 
 class FileHasher:
-    """Digests for many files, reusing the metadata cache and an in-memory memo."""
+    """Digests for the files of one tree, reusing the metadata cache and an in-memory memo."""
 
-    def __init__(self, cache: MetadataCache | None = None, *, workers: int | None = None) -> None:
+    def __init__(self, root: Path | str, cache: MetadataCache | None = None, *, workers: int | None = None) -> None:
+        self.root = str(root).rstrip("/") or "/"
         self.cache = cache
         self.workers = workers or min(8, (os.cpu_count() or 1) * 2)
         self.stats = HashStats()
-        self._known: dict[str, tuple[StatKey, str]] = {}
-        self._primed: set[str] = set()
-        self._lock = threading.Lock()
+        self._known: dict[str, tuple] | None = None
 
-    def prime(self, root: Path | str) -> None:
-        """Load what the cache knows about files under ``root`` (once per root)."""
-        key = str(root)
-        if self.cache is None or key in self._primed:
-            return
-        self._primed.add(key)
-        self._known.update(self.cache.load_tree(key))
+    def _memo(self) -> dict[str, tuple]:
+        if self._known is None:
+            self._known = self.cache.load_relative(self.root) if self.cache is not None else {}
+        return self._known
 
-    def digests(self, files: list[FileToHash]) -> list[HashedFile]:
-        """One ``HashedFile`` per input, in order."""
-        results: list[HashedFile | None] = [None] * len(files)
+    def digests(self, files: list[tuple[str, os.stat_result]]) -> list[tuple[str, os.stat_result]]:
+        """``(digest, stat)`` for each ``(relpath, lstat)``, in order."""
+        known = self._memo()
+        results: list = [None] * len(files)
         misses: list[int] = []
-        for i, f in enumerate(files):
-            known = self._known.get(f.path)
-            if known is not None and known[0] == StatKey.of(f.st):
-                results[i] = HashedFile(known[1], f.st)
+        for i, (rel, st) in enumerate(files):
+            entry = known.get(rel)
+            if (entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
+                    and entry[2] == st.st_ctime_ns and entry[3] == st.st_ino and entry[4] == st.st_dev):
+                results[i] = (entry[5], st)
             else:
                 misses.append(i)
         self.stats.cache_hits += len(files) - len(misses)
         if misses:
-            self._hash_misses(files, misses, results)
-        return results  # type: ignore[return-value]
+            self._hash(files, misses, results)
+        return results
 
-    def _hash_misses(self, files: list[FileToHash], misses: list[int], results: list) -> None:
-        batches: list[list[int]] = []
-        batch: list[int] = []
-        size = 0
-        for i in misses:
-            batch.append(i)
-            size += files[i].st.st_size
-            if size >= BATCH_BYTES or len(batch) >= BATCH_FILES:
-                batches.append(batch)
-                batch, size = [], 0
-        if batch:
-            batches.append(batch)
-
-        def run(indices: list[int]) -> None:
-            for i in indices:
-                results[i] = hash_file(files[i].path, files[i].display)
-
-        if len(batches) == 1 or self.workers == 1:
-            for b in batches:
-                run(b)
-        else:
-            with ThreadPoolExecutor(max_workers=min(self.workers, len(batches))) as pool:
-                for future in [pool.submit(run, b) for b in batches]:
-                    future.result()
+    def _hash(self, files: list[tuple[str, os.stat_result]], misses: list[int], results: list) -> None:
+        prefix = self.root + "/" if self.root != "/" else "/"
+        big = [i for i in misses if files[i][1].st_size >= PARALLEL_FROM]
+        small = [i for i in misses if files[i][1].st_size < PARALLEL_FROM]
+        pool = None
+        try:
+            if len(big) > 1 and self.workers > 1:
+                pool = ThreadPoolExecutor(max_workers=min(self.workers, len(big)))
+                futures = [(i, pool.submit(hash_file, prefix + files[i][0], files[i][0])) for i in big]
+            else:
+                futures = []
+                small = big + small
+            for i in small:
+                results[i] = hash_file(prefix + files[i][0], files[i][0])
+            for i, future in futures:
+                results[i] = future.result()
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
         now = time.time_ns()
+        known = self._memo()
         for i in misses:
-            done: HashedFile = results[i]
-            key = StatKey.of(done.st)
-            self._known[files[i].path] = (key, done.digest)
+            digest, st = results[i]
+            rel = files[i][0]
+            key = stat_key(st)
+            known[rel] = (*key, digest)
             self.stats.files_hashed += 1
-            self.stats.bytes_read += done.st.st_size
+            self.stats.bytes_read += st.st_size
             if self.cache is not None:
-                self.cache.record(files[i].path, key, done.digest, now)
+                self.cache.record(self.root, rel, key, digest, now)
 
     def flush(self) -> None:
         if self.cache is not None:

@@ -32,12 +32,12 @@ import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import BinaryIO, Iterable, Mapping
+from typing import BinaryIO, Iterable, Mapping, NamedTuple
 
 from builder.context.dockerignore import IgnoreMatcher, MatchInfo, load_ignore
 from builder.context.errors import ContextError, SourceNotFound
 from builder.context.gopath import compile_match, contains_wildcards, go_clean, unescape
-from builder.context.hashing import FileHasher, FileToHash, HashStats
+from builder.context.hashing import FileHasher, HashStats
 from builder.context.metacache import MetadataCache
 from builder.context.scoped import NotInRoot, Resolved, resolve
 
@@ -45,26 +45,17 @@ FILE, DIR, SYMLINK, FIFO, CHAR, BLOCK = "file", "dir", "symlink", "fifo", "char"
 _DIGEST_VERSION = b"pybuild.context/v1"
 
 
+_KINDS = {stat.S_IFREG: FILE, stat.S_IFDIR: DIR, stat.S_IFLNK: SYMLINK, stat.S_IFIFO: FIFO,
+          stat.S_IFCHR: CHAR, stat.S_IFBLK: BLOCK}
+
+
 def _kind(mode: int) -> str | None:
     """The entry type of a stat mode; None for what is never copied (sockets)."""
-    if stat.S_ISREG(mode):
-        return FILE
-    if stat.S_ISDIR(mode):
-        return DIR
-    if stat.S_ISLNK(mode):
-        return SYMLINK
-    if stat.S_ISFIFO(mode):
-        return FIFO
-    if stat.S_ISCHR(mode):
-        return CHAR
-    if stat.S_ISBLK(mode):
-        return BLOCK
-    return None
+    return _KINDS.get(stat.S_IFMT(mode))
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One thing a COPY creates."""
+class Entry(NamedTuple):
+    """One thing a COPY creates (a tuple: tens of thousands are made per build)."""
 
     path: str  # where it lands, relative to the destination ("" is the destination itself)
     source: str  # its path in the root ("." for the root), the name a report uses
@@ -78,11 +69,11 @@ class Entry:
     content: str = ""  # "sha256:<hex>" of a file's bytes
     digest: str = ""  # "sha256:<hex>" of all of the above but the names
 
-    @staticmethod
-    def metadata_digest(type_: str, mode: int, uid: int, gid: int, linkname: str, rdev: int, content: str) -> str:
-        header = f"{type_}\0{mode:o}\0{uid}\0{gid}\0{rdev}\0{content}\0".encode() + linkname.encode(
-            "utf-8", "surrogateescape")
-        return "sha256:" + hashlib.sha256(header).hexdigest()
+
+def metadata_digest(type_: str, mode: int, uid: int, gid: int, linkname: str, rdev: int, content: str) -> str:
+    """An entry's digest: type, permissions, owner, link target, device and content; never times."""
+    header = f"{type_}\0{mode:o}\0{uid}\0{gid}\0{rdev}\0{content}\0{linkname}"
+    return "sha256:" + hashlib.sha256(header.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -133,15 +124,8 @@ class Selection:
         return sum(e.size for e in self.entries if e.type == FILE)
 
 
-@dataclass
-class _Raw:
-    """An entry before its content is hashed."""
-
-    path: str
-    source: str
-    st: os.stat_result
-    type: str
-    linkname: str = ""
+# An entry before its content is hashed: (dest path, source relpath, lstat, type, linkname).
+_Raw = tuple[str, str, os.stat_result, str, str]
 
 
 class BuildContext:
@@ -169,7 +153,7 @@ class BuildContext:
         self._root = str(self.root)
         self.ignore = ignore or IgnoreMatcher()
         self.cache = MetadataCache(cache_dir) if cache_dir is not None else None
-        self.hasher = FileHasher(self.cache, workers=workers)
+        self.hasher = FileHasher(self._root, self.cache, workers=workers)
         self._owned_tempdir = owned_tempdir
 
     # -- construction ----------------------------------------------------
@@ -271,7 +255,6 @@ class BuildContext:
         a ``/./`` pivot in the source.
         """
         exclude = IgnoreMatcher.from_lines([e for e in excludes if e.strip()]) if excludes else None
-        self.hasher.prime(self._root)
         raws: list[_Raw] = []
         matches: list[SourceMatch] = []
         for pattern in patterns:
@@ -332,7 +315,7 @@ class BuildContext:
                 if exclude is not None and exclude.matches(dest):
                     continue
                 linkname = os.readlink(self._abs(rel)) if kind == SYMLINK else ""
-                raws.append(_Raw(dest, rel, target.st, kind, linkname))
+                raws.append((dest, rel, target.st, kind, linkname))
         return SourceMatch(pattern, tuple(used), single_dir)
 
     def _add_parents(self, dest: str, shown: str, raws: list[_Raw], made: set[str]) -> None:
@@ -352,7 +335,7 @@ class BuildContext:
                 st = os.lstat(self._abs(src))
             except OSError:
                 continue
-            raws.append(_Raw("/".join(dest_parts[:depth]), src, st, DIR))
+            raws.append(("/".join(dest_parts[:depth]), src, st, DIR, ""))
 
     def _hidden_link(self, rel: str) -> bool:
         return self.is_ignored(rel)
@@ -435,7 +418,7 @@ class BuildContext:
             st = os.lstat(self._abs(rel))
         except OSError as exc:
             raise ContextError(f"cannot read {rel!r} in the build context: {exc.strerror}") from None
-        out = [_Raw(dest, rel, st, DIR)]
+        out: list[_Raw] = [(dest, rel, st, DIR, "")]
         self._walk_children(rel, dest, info, exclude, exclude_info, out)
         return out
 
@@ -480,36 +463,34 @@ class BuildContext:
                     below: list[_Raw] = []
                     self._walk_children(child_rel, child_dest, child_info, exclude, child_exclude_info, below)
                     if below:
-                        out.append(_Raw(child_dest, child_rel, cst, DIR))
+                        out.append((child_dest, child_rel, cst, DIR, ""))
                         out.extend(below)
                 else:
-                    out.append(_Raw(child_dest, child_rel, cst, DIR))
+                    out.append((child_dest, child_rel, cst, DIR, ""))
                     self._walk_children(child_rel, child_dest, child_info, exclude, child_exclude_info, out)
                 continue
             if ignored or excluded:
                 continue
             linkname = os.readlink(child.path) if kind == SYMLINK else ""
-            out.append(_Raw(child_dest, child_rel, cst, kind, linkname))
+            out.append((child_dest, child_rel, cst, kind, linkname))
 
     def _finish(self, raws: list[_Raw]) -> list[Entry]:
-        files = [FileToHash(self._abs(r.source), r.st, r.source) for r in raws if r.type == FILE]
-        hashed = iter(self.hasher.digests(files))
+        hashed = iter(self.hasher.digests([(r[1], r[2]) for r in raws if r[3] == FILE]))
         entries: list[Entry] = []
-        digest_of = Entry.metadata_digest
-        for r in raws:
-            st = r.st
+        append = entries.append
+        for dest, source, st, kind, linkname in raws:
             content = ""
             size = 0
-            if r.type == FILE:
-                done = next(hashed)
-                content, st = done.digest, done.st
+            rdev = 0
+            if kind == FILE:
+                content, st = next(hashed)
                 size = st.st_size
+            elif kind == CHAR or kind == BLOCK:
+                rdev = st.st_rdev
             mode = st.st_mode & 0o7777
-            rdev = st.st_rdev if r.type in (CHAR, BLOCK) else 0
-            entries.append(Entry(
-                r.path, r.source, r.type, mode, st.st_uid, st.st_gid, size, r.linkname, rdev, content,
-                digest_of(r.type, mode, st.st_uid, st.st_gid, r.linkname, rdev, content),
-            ))
+            uid, gid = st.st_uid, st.st_gid
+            append(Entry(dest, source, kind, mode, uid, gid, size, linkname, rdev, content,
+                         metadata_digest(kind, mode, uid, gid, linkname, rdev, content)))
         return entries
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from builder.context import BuildContext, MetadataCache
-from builder.context.metacache import RACY_NS, StatKey
+from builder.context.metacache import RACY_NS, is_racy, stat_key
 from tests.context.conftest import make_tree, sha
 
 
@@ -77,9 +77,9 @@ def test_files_changed_just_now_are_not_trusted(tmp_path: Path) -> None:
     build(root, cache)
     _, stats = build(root, cache)
     assert stats.files_hashed == 1  # too fresh to record: hashed again
-    key = StatKey.of(os.stat(root / "fresh.txt"))
-    assert key.is_racy(time.time_ns())
-    assert not key.is_racy(time.time_ns() + RACY_NS + 1)
+    key = stat_key(os.stat(root / "fresh.txt"))
+    assert is_racy(key, time.time_ns())
+    assert not is_racy(key, time.time_ns() + RACY_NS + 1)
 
 
 def test_a_damaged_database_is_set_aside_and_rebuilt(aged_tree: Path, tmp_path: Path) -> None:
@@ -105,22 +105,26 @@ def test_entries_are_keyed_by_absolute_path_and_can_be_pruned(aged_tree: Path, t
         assert set(cache.load_tree(aged_tree)) == keep
 
 
-def _build_in_child(args: tuple[str, str]) -> str:
-    root, cache = args
+def _build_in_child(args: tuple[str, str, str]) -> str:
+    root, cache, pattern = args
     with BuildContext.from_directory(root, cache_dir=cache) as ctx:
-        return ctx.select(["."]).digest
+        return ctx.select([pattern]).digest
 
 
 def test_concurrent_builds_share_the_cache_safely(aged_tree: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
+    # Eight builds at once, each hashing a different part of the tree: their
+    # writes must merge, not overwrite each other.
+    jobs = [(str(aged_tree), str(cache), f"src/f*{digit}.txt") for digit in "01234567"]
     with multiprocessing.get_context("fork").Pool(4) as pool:
-        digests = pool.map(_build_in_child, [(str(aged_tree), str(cache))] * 8)
-    assert len(set(digests)) == 1
+        digests = pool.map(_build_in_child, jobs)
+    assert len(set(digests)) == 8
     db = sqlite3.connect(cache / "metadata.db")
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert db.execute("SELECT count(*) FROM files").fetchone()[0] == 50
+    with MetadataCache(cache) as reopened:
+        assert len(reopened.load_tree(aged_tree)) == 40
     _, stats = build(aged_tree, cache)
-    assert stats.files_hashed == 0
+    assert (stats.files_hashed, stats.cache_hits) == (10, 40)
 
 
 def test_large_files_are_streamed_and_hashed_in_parallel(tmp_path: Path) -> None:
