@@ -24,7 +24,7 @@ from builder.image.compress import GZIP_MAGIC, ZSTD_MAGIC, decompressor
 from builder.image import mediatypes as mt
 from builder.image.tarformat import DIRTYPE, END_OF_ARCHIVE, REGTYPE, TarEntry, encode_header, padding
 
-MAX_MEMBERS = 1_000_000
+MAX_MEMBERS = 100_000  # image archives hold a few files per layer
 MAX_JSON = 8 << 20
 MAX_LINK_HOPS = 16
 # A compressed archive may inflate to this many times its size (image tars compress 2-4x;
@@ -64,7 +64,7 @@ class TarArchive:
             self._members, self._links = self._scan()
         except (tarfile.TarError, EOFError, UnicodeError, ValueError) as exc:
             self.close()
-            raise ArchiveError(f"{self.source} is not a tar archive: {exc}") from None
+            raise ArchiveError(f"{self.source} is not a tar archive (or is truncated): {exc}") from None
         except BaseException:
             self.close()
             raise

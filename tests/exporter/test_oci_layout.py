@@ -250,3 +250,11 @@ def test_a_multi_platform_image_travels_whole(store, tmp_path):
     save_to_path(store, ["multi:1"], str(docker), "docker", Platform.parse("linux/arm64"))
     info = json.loads(run(tool("skopeo"), "inspect", "--override-arch", "arm64", f"docker-archive:{docker}"))
     assert info["Architecture"] == "arm64"
+
+
+def test_a_truncated_archive_is_refused(store, busybox_archive, tmp_path):
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(busybox_archive.read_bytes()[: busybox_archive.stat().st_size // 2])
+    with pytest.raises(ArchiveError, match="truncated"):
+        load_archive(store, cut)
+    assert store.list_images() == [] and store.blobs.digests() == []
