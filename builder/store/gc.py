@@ -8,14 +8,13 @@ record) are found and removed too.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from builder.store.locks import optional_lock
 from builder.store.snapshots import snapshot_dir, unpack_lock, use_lock
-from builder.store.tmpdirs import clean_stale_scratch
+from builder.store.tmpdirs import clean_stale_scratch, remove_tree
 
 if TYPE_CHECKING:
     from builder.store.store import ContentStore
@@ -112,7 +111,7 @@ def prune(store: "ContentStore", *, dangling: bool = True, cache: bool = False,
                     continue
                 path = snapshot_dir(store, diff_id)
                 report.reclaimed += _tree_bytes(path)
-                _rmtree(path)
+                remove_tree(path)
                 store.index.delete_snapshot(diff_id)
                 report.snapshots.append(diff_id)
         clean_stale_scratch(store.root / "tmp")
@@ -168,14 +167,3 @@ def _tree_bytes(path) -> int:
             except OSError:
                 pass
     return total
-
-
-def _rmtree(path) -> None:
-    def onerror(func, p, exc):
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            func(p)
-        except OSError:
-            pass
-
-    shutil.rmtree(path, onerror=onerror)

@@ -16,6 +16,7 @@ import hashlib
 import os
 import stat
 import tarfile
+import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Iterator
@@ -27,6 +28,7 @@ from builder.image import mediatypes as mt
 from builder.image.oci import Descriptor
 from builder.store.errors import BlobNotFoundError, DigestMismatchError, StoreError
 from builder.store.locks import file_lock
+from builder.store.tmpdirs import remove_tree
 
 if TYPE_CHECKING:
     from builder.store.store import ContentStore
@@ -56,12 +58,16 @@ def layer_snapshot(store: "ContentStore", layer: str | Descriptor) -> Path:
     with file_lock(unpack_lock(store, diff_id), exclusive=True), store.lease():
         if path.is_dir():  # another process finished it while we waited
             return path
-        scratch = Path(store.scratch.path) / f"snap-{diff_id[7:19]}"
-        scratch.mkdir()
-        with store.open_blob(blob_digest) as blob:
-            _unpack(blob, media_type, scratch, diff_id)
-        size = _tree_size(scratch)
-        os.rename(scratch, path)
+        scratch = Path(tempfile.mkdtemp(prefix=f"snap-{diff_id[7:19]}-", dir=store.scratch.path))
+        try:
+            with store.open_blob(blob_digest) as blob:
+                _unpack(blob, media_type, scratch, diff_id)
+            size = _tree_size(scratch)
+            os.chmod(scratch, 0o755)  # mkdtemp makes it 0700; a snapshot root is a filesystem root
+            os.rename(scratch, path)
+        except BaseException:
+            remove_tree(scratch)
+            raise
         store.index.record_snapshot(diff_id, size)
     return path
 

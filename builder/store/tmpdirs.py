@@ -10,6 +10,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from builder.store.locks import try_lock
@@ -25,13 +26,15 @@ class ScratchDir:
         self._path: Path | None = None
         self._fd: int | None = None
         self._pid = 0
+        self._lock = threading.Lock()  # pulls ingest from several threads
 
     @property
     def path(self) -> Path:
-        if self._path is None or self._pid != os.getpid():  # a fork must not share its parent's dir
-            self._create()
-        assert self._path is not None
-        return self._path
+        with self._lock:
+            if self._path is None or self._pid != os.getpid():  # a fork must not share its parent's dir
+                self._create()
+            assert self._path is not None
+            return self._path
 
     def _create(self) -> None:
         while True:
@@ -77,7 +80,7 @@ def clean_stale_scratch(tmp_root: Path) -> int:
         try:
             if not try_lock(fd, exclusive=True):
                 continue  # its owner is alive
-            _remove(tmp_root / name[: -len(_LOCK_SUFFIX)])
+            remove_tree(tmp_root / name[: -len(_LOCK_SUFFIX)])
             os.unlink(lock_path)
             removed += 1
         except FileNotFoundError:
@@ -88,12 +91,13 @@ def clean_stale_scratch(tmp_root: Path) -> int:
     for entry in entries:
         if entry.name.endswith(_LOCK_SUFFIX) or entry.name + _LOCK_SUFFIX in locks:
             continue
-        _remove(Path(entry.path))
+        remove_tree(Path(entry.path))
         removed += 1
     return removed
 
 
-def _remove(path: Path) -> None:
+def remove_tree(path: Path) -> None:
+    """Remove a file or a whole tree, read-only directories included."""
     if path.is_dir() and not path.is_symlink():
         # Snapshots unpack read-only directories; make them writable so rmtree can empty them.
         def onerror(func, p, exc):
