@@ -72,6 +72,20 @@ def layer_snapshot(store: "ContentStore", layer: str | Descriptor) -> Path:
     return path
 
 
+def adopt_snapshot(store: "ContentStore", diff_id: str, directory: Path) -> Path:
+    """Move ``directory`` (the tree a layer was just written from, whiteouts in overlay form) in as
+    the snapshot of ``diff_id``, saving an unpack; when one exists already, ``directory`` is removed."""
+    path = snapshot_dir(store, diff_id)
+    with file_lock(unpack_lock(store, diff_id), exclusive=True):
+        if path.is_dir():
+            remove_tree(Path(directory))
+            return path
+        size = _tree_size(Path(directory))
+        os.rename(directory, path)
+        store.index.record_snapshot(diff_id, size)
+    return path
+
+
 @contextmanager
 def lease_snapshots(store: "ContentStore", diff_ids: list[str]) -> Iterator[None]:
     """Shared locks that keep ``prune`` from removing these snapshots while they are in use."""

@@ -355,6 +355,18 @@ class ContentStore:
 
         return layer_snapshot(self, layer)
 
+    def snapshot_path(self, diff_id: str) -> Path:
+        """Where the snapshot of ``diff_id`` lives (it may not exist yet; ``layer_snapshot`` makes it)."""
+        from builder.store.snapshots import snapshot_dir
+
+        return snapshot_dir(self, diff_id)
+
+    def adopt_snapshot(self, diff_id: str, directory: str | os.PathLike) -> Path:
+        """Keep ``directory`` (on the store's filesystem) as the snapshot of layer ``diff_id``."""
+        from builder.store.snapshots import adopt_snapshot
+
+        return adopt_snapshot(self, diff_id, Path(directory))
+
     def image_snapshots(self, image: Image) -> list[Path]:
         """Every layer of ``image`` unpacked, bottom layer first (overlay ``lowerdir`` wants them reversed)."""
         return [self.layer_snapshot(layer) for layer in image.layers]

@@ -79,3 +79,19 @@ def test_prune_drops_unused_snapshots_but_not_leased_ones(store, busybox_image, 
     report = store.prune()
     assert report.snapshots == [diff_id] and not path.exists()
     assert store.index.snapshots() == []
+
+
+def test_a_built_layer_directory_can_be_adopted_as_its_snapshot(store, tmp_path):
+    src = tmp_path / "step-output"
+    src.mkdir()
+    (src / "made-by-run").write_text("x")
+    with store.blob_writer() as out:
+        layer = LayerWriter(source_date_epoch=0).write(src, out)
+        out.commit(layer.digest, layer.size)
+    store.record_layer(layer.digest, layer.diff_id, layer.media_type)
+    scratch = store.scratch.path / "adopt"
+    os.rename(src, scratch)
+    path = store.adopt_snapshot(layer.diff_id, scratch)
+    assert path == store.snapshot_path(layer.diff_id) and (path / "made-by-run").is_file()
+    assert not scratch.exists()
+    assert store.layer_snapshot(layer.diff_id) == path
