@@ -330,12 +330,11 @@ class BuildContext:
             if made_path in made:
                 continue
             made.add(made_path)
-            src = "/".join(shown_parts[: offset + depth])
-            try:
-                st = os.lstat(self._abs(src))
-            except OSError:
+            try:  # resolved inside the root: a parent may be a symlink
+                found = resolve(self._root, shown_parts[: offset + depth], hidden=self._hidden_link)
+            except NotInRoot:
                 continue
-            raws.append(("/".join(dest_parts[:depth]), src, st, DIR, ""))
+            raws.append((made_path, found.rel, found.st, DIR, ""))
 
     def _hidden_link(self, rel: str) -> bool:
         return self.is_ignored(rel)
