@@ -261,8 +261,14 @@ def _log(args: argparse.Namespace, message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        _exit_fast(_main(sys.argv[1:]))
+    return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = _parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     if args.subcommand is None:
         parser.print_help(sys.stderr)
         return 2
@@ -290,5 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _exit_fast(code: int) -> None:
+    """Leave without interpreter teardown: it is measurable per container run."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_fast(main())

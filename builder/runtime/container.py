@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import select
 import signal
 import time
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ def _now() -> str:
 
 
 def _owner() -> str:
+    import pwd
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
@@ -96,6 +95,7 @@ def start(store: StateStore, container_id: str) -> None:
     if status != "created":
         raise RuntimeFailure(f"container {container_id!r} is {status}, not created: cannot start")
     fifo_path = os.path.join(state.status_dir, FIFO)
+    import select
     fd = os.open(fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         while True:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -64,7 +63,7 @@ _SYSCALLS = {
     "capget": (125, 90),
     "capset": (126, 91),
 }
-_ARCH_INDEX = {"x86_64": 0, "aarch64": 1}.get(platform.machine(), 0)
+_ARCH_INDEX = {"x86_64": 0, "aarch64": 1}.get(os.uname().machine, 0)
 
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]

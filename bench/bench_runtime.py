@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Benchmark: `run` of /bin/true in a busybox bundle, pybuild-runc beside runc and crun.
+
+Every runtime runs the same bundle (made by `runc spec`), end to end (create,
+start, wait, delete), N times in alternation; the script prints the median and
+p90 latency of each and pybuild-runc's ratio to runc. crun refuses this
+host's hybrid cgroup layout unless /sys/fs/cgroup/unified is unmounted in a
+private mount namespace, so it runs under `unshare -m`; that wrapper is timed
+on its own and shown too. Python's own start-up on this host (`python -c
+pass`, and with -S to skip site-packages' .pth files) is printed for scale.
+
+The runtime's modules are byte-compiled first (as pip does on install; this
+environment sets PYTHONDONTWRITEBYTECODE, which stops only writing .pyc).
+
+Usage: sudo python3 bench/bench_runtime.py [-n 40]
+"""
+from __future__ import annotations
+
+import argparse
+import compileall
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_rootfs(root: Path) -> None:
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", root / "bin" / "busybox")
+    for applet in ("sh", "true"):
+        (root / "bin" / applet).symlink_to("busybox")
+    for d in ("proc", "sys", "dev", "tmp", "etc"):
+        (root / d).mkdir()
+
+
+def make_bundle(workdir: Path) -> Path:
+    bundle = workdir / "bundle"
+    bundle.mkdir()
+    make_rootfs(bundle / "rootfs")
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    doc = json.loads((bundle / "config.json").read_text())
+    doc["process"]["terminal"] = False
+    doc["process"]["args"] = ["/bin/true"]
+    (bundle / "config.json").write_text(json.dumps(doc))
+    return bundle
+
+
+def pybuild_runc_script() -> list[str]:
+    # The console script itself, not a version-manager shim in front of it.
+    script = Path(sysconfig.get_path("scripts")) / "pybuild-runc"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "builder.runtime.cli"]
+
+
+def timed(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.decode().strip()}")
+    return elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=40, help="runs per runtime")
+    opts = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (runc and crun are measured rootful)")
+    compileall.compile_dir(str(REPO / "builder" / "runtime"), quiet=1)
+    compileall.compile_file(str(REPO / "builder" / "errors.py"), quiet=1)
+    compileall.compile_file(str(REPO / "builder" / "__init__.py"), quiet=1)
+    work = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
+    try:
+        bundle = make_bundle(work)
+        state = {name: work / f"state-{name}" for name in ("runc", "crun", "pybuild")}
+        crun_wrap = "umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$@\""
+        commands = {
+            "runc run": lambda i: ["runc", "--root", str(state["runc"]), "run", "-b", str(bundle), f"r{i}"],
+            "crun run (in unshare -m)": lambda i: ["unshare", "-m", "sh", "-c", crun_wrap, "sh", "crun", "--root",
+                                                   str(state["crun"]), "run", "-b", str(bundle), f"c{i}"],
+            "unshare -m wrapper alone": lambda i: ["unshare", "-m", "sh", "-c", crun_wrap, "sh", "true"],
+            "pybuild-runc run": lambda i: [*pybuild_runc_script(), "--root", str(state["pybuild"]), "run", "-b",
+                                           str(bundle), f"p{i}"],
+            "python -c pass": lambda i: [sys.executable, "-c", "pass"],
+            "python -S -c pass": lambda i: [sys.executable, "-S", "-c", "pass"],
+        }
+        if shutil.which("crun") is None:
+            del commands["crun run (in unshare -m)"]
+        samples: dict[str, list[float]] = {name: [] for name in commands}
+        for name, make in commands.items():      # warm-up
+            timed(make("warm"))
+        for i in range(opts.n):
+            for name, make in commands.items():
+                samples[name].append(timed(make(i)))
+        med = {name: statistics.median(s) * 1000 for name, s in samples.items()}
+        print(f"run of /bin/true in a busybox bundle, {opts.n} runs each, {os.cpu_count()} cpus")
+        print(f"{'command':28} {'median ms':>10} {'p90 ms':>8}")
+        for name, s in samples.items():
+            p90 = sorted(s)[int(len(s) * 0.9) - 1] * 1000
+            print(f"{name:28} {med[name]:10.1f} {p90:8.1f}")
+        runc = med["runc run"]
+        print(f"pybuild-runc / runc: {med['pybuild-runc run'] / runc:.2f}x  (goal <= 2.0x)")
+        if "crun run (in unshare -m)" in med:
+            crun = med["crun run (in unshare -m)"] - med["unshare -m wrapper alone"]
+            print(f"crun (wrapper subtracted): {crun:.1f} ms; pybuild-runc / crun: {med['pybuild-runc run'] / crun:.2f}x")
+        own = med["pybuild-runc run"] - med["python -c pass"]
+        print(f"pybuild-runc beyond interpreter start-up: {own:.1f} ms "
+              f"(interpreter with site: {med['python -c pass']:.1f} ms, without: {med['python -S -c pass']:.1f} ms)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
