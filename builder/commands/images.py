@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from datetime import datetime
@@ -25,6 +26,8 @@ def register(sub) -> None:
     p = sub.add_parser("inspect", help="show an image's details as JSON (like docker image inspect)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--platform", help="OS/ARCH[/VARIANT] of a multi-platform image (default: the host's)")
+    p.add_argument("-f", "--format", help="print a field per image: '{{.Id}}', '{{.Config.Cmd}}', "
+                   "'{{json .RootFS}}' (docker's template subset: field paths and json)")
     add_root_argument(p)
     p.set_defaults(func=_inspect)
 
@@ -178,6 +181,31 @@ def inspect_document(store, image) -> dict:
     }
 
 
+_ACTION = re.compile(r"\{\{\s*(json\s+)?\.([A-Za-z0-9_.]*)\s*\}\}")
+
+
+def render_template(template: str, doc: dict) -> str:
+    """Docker's ``--format`` for the common cases: ``{{.Field.Sub}}`` and ``{{json .Field}}``."""
+    def value(match: re.Match) -> str:
+        node = doc
+        for part in filter(None, match.group(2).split(".")):
+            if not isinstance(node, dict) or part not in node:
+                raise UsageError(f"template {match.group(0)!r}: no field {part!r}")
+            node = node[part]
+        if match.group(1):
+            return json.dumps(node, separators=(",", ":"))
+        if isinstance(node, list):
+            return "[" + " ".join(str(v) for v in node) + "]"  # Go prints slices like this
+        if isinstance(node, dict):
+            return "map[" + " ".join(f"{k}:{v}" for k, v in node.items()) + "]"
+        return str(node)
+
+    rest = _ACTION.sub("", template)
+    if "{{" in rest or "}}" in rest:
+        raise UsageError(f"unsupported template {template!r}: only {{{{.Field}}}} and {{{{json .Field}}}} are understood")
+    return _ACTION.sub(value, template)
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from builder.image.oci import Platform
     from builder.store import ImageNotFoundError
@@ -190,7 +218,11 @@ def _inspect(args: argparse.Namespace) -> int:
                 docs.append(inspect_document(store, store.get_image(text, platform)))
             except ImageNotFoundError:
                 missing.append(text)
-    print(json.dumps(docs, indent=4))
+    if args.format:
+        for doc in docs:
+            print(render_template(args.format, doc))
+    else:
+        print(json.dumps(docs, indent=4))
     if missing:
         raise ImageNotFoundError(f"no such image: {', '.join(missing)}")
     return 0

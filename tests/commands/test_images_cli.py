@@ -106,6 +106,8 @@ def test_system_df_and_prune(capsys, root, busybox_archive):
     (["save", "-o", "/nonexistent-dir/x.tar", "busybox"], ["cannot write"]),
     (["inspect", "--platform", "bogus", "busybox"], ["invalid platform"]),
     (["system"], ["df or prune"]),
+    (["inspect", "-f", "{{.Nope}}", "busybox"], ["no field 'Nope'"]),
+    (["inspect", "-f", "{{range .RepoTags}}", "busybox"], ["unsupported template"]),
 ])
 def test_bad_input_is_one_clear_line(capsys, root, busybox_archive, args, words):
     cli(capsys, root, "load", "-i", str(busybox_archive))
@@ -126,3 +128,12 @@ def test_root_comes_from_the_environment(monkeypatch, capsys, tmp_path, busybox_
     monkeypatch.setenv("PYBUILD_ROOT", str(tmp_path / "env-root"))
     assert main(["load", "-i", str(busybox_archive)]) == 0
     assert (Path(tmp_path / "env-root") / "index.db").is_file()
+
+
+def test_inspect_format_templates(capsys, root, busybox_archive):
+    cli(capsys, root, "load", "-i", str(busybox_archive))
+    code, out, _ = cli(capsys, root, "inspect", "-f", "{{.Os}} {{.Config.Cmd}} {{json .RepoTags}}", "busybox")
+    assert (code, out) == (0, 'linux [sh] ["busybox:latest"]\n')
+    code, out, _ = cli(capsys, root, "images", "--format", "json")
+    row = json.loads(out)
+    assert (row["Repository"], row["Tag"]) == ("busybox", "latest") and row["ID"].startswith("sha256:")
