@@ -30,7 +30,7 @@ def trees(draw):
     return files, links, sources
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(trees())
 def test_no_selection_reaches_outside(case) -> None:
     files, links, sources = case
