@@ -138,3 +138,41 @@ def test_pushing_a_pulled_image_to_another_repository_mounts_its_blobs(plain_reg
     assert code == 0, err
     assert "3 mounted" in out and "0 uploaded" in out
 
+
+
+def test_an_image_made_by_pybuild_goes_through_the_registry_to_skopeo_and_umoci(plain_registry, tmp_path, capsys):
+    """Layers written by builder.image from a directory, stored by builder.store, pushed by
+    `pybuild push`, copied by skopeo and unpacked by umoci: the files arrive intact."""
+    import shutil
+
+    from builder.image.layer_writer import LayerWriter
+    from builder.image.oci import ContainerConfig, ImageConfig, Platform, RootFS
+
+    if not shutil.which("umoci"):
+        pytest.fail("umoci missing: install it (.ci/install)")
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "etc" / "greeting").write_text("hello from pybuild\n")
+    (rootfs / "bin").mkdir()
+    (rootfs / "bin" / "tool").write_bytes(bytes(range(256)) * 64)
+    (rootfs / "bin" / "tool").chmod(0o755)
+    name = f"{plain_registry.host}/made/by-pybuild:1"
+    with open_store(tmp_path / "root") as store:
+        with store.blob_writer() as out:
+            layer = LayerWriter().write(rootfs, out)
+            out.commit(layer.digest, layer.size)
+        config = ImageConfig.for_platform(Platform("linux", "amd64"), rootfs=RootFS([layer.diff_id]),
+                                          config=ContainerConfig(cmd=["/bin/tool"]))
+        image = store.put_image(config, [layer.descriptor()], name=name)
+
+    code, out, err = run(capsys, "push", "--root", str(tmp_path / "root"), name)
+    assert code == 0, err
+    layout = tmp_path / "layout"
+    subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{name}", f"oci:{layout}:x"],
+                   check=True, capture_output=True, timeout=120)
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:x", str(bundle)],
+                   check=True, capture_output=True, timeout=120)
+    assert (bundle / "rootfs" / "etc" / "greeting").read_text() == "hello from pybuild\n"
+    assert (bundle / "rootfs" / "bin" / "tool").read_bytes() == bytes(range(256)) * 64
+    assert image.manifest_digest in out
