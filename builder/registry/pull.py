@@ -178,6 +178,7 @@ def pull_image(
                 store.put_blob(io.BytesIO(doc.content), doc.digest, len(doc.content))
         if sources is not None:
             sources.record(ref.registry, ref.repository, [d.digest for d in unique])
+        say(f"{ref}: {len(result.downloaded)} blobs downloaded, {len(result.skipped)} already present")
         return result
     finally:
         transport.close()
