@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import shutil
 import stat
+import threading
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -36,6 +38,8 @@ from builder.image.tarreader import MemberContent, TarMember, read_members
 MAX_NAME_BYTES = 4096
 MAX_DEPTH = 256          # deeper trees break path-based syscalls and recursive removal
 MAX_SYMLINK_HOPS = 40    # as the kernel's MAXSYMLINKS
+_SMALL_FILE = 1 << 20    # files up to this size are finished on the helper thread
+_PENDING_FILES = 32      # bounds the helper's queue: memory and open descriptors
 
 
 @dataclass
@@ -128,9 +132,13 @@ class _Applier:
         self.setgid_dirs: set[str] = set()
 
     def run(self, stream: BinaryIO) -> None:
-        for member, content in read_members(stream):
-            self.stats.entries += 1
-            self._member(member, content)
+        self.finisher = _FileFinisher()
+        try:
+            for member, content in read_members(stream):
+                self.stats.entries += 1
+                self._member(member, content)
+        finally:
+            self.stats.skipped_xattrs += self.finisher.close()
         for rel in self.opaque:
             self._apply_opaque(rel)
         # Directory modes and mtimes last: a read-only directory must still take its
@@ -253,15 +261,22 @@ class _Applier:
         except FileExistsError:  # replacing a lower layer's entry (of any type)
             self._remove(path)
             fd = os.open(path, flags, mode & 0o777)
+        chown = (m.uid, m.gid) if self.same_owner and ((m.uid, m.gid) != self.ids or parent in self.setgid_dirs) else None
+        chmod = mode if mode & 0o7000 or mode & self.umask else None
+        self.stats.bytes += m.size
+        if m.size <= _SMALL_FILE:
+            # The name exists now, so later entries see it; data and metadata go through
+            # the descriptor on the helper thread, overlapping with parsing.
+            try:
+                data = content.read_all()
+            except BaseException:
+                os.close(fd)
+                raise
+            self.finisher.submit(_FileJob(fd, data, chown, chmod, m.xattrs, m.mtime))
+            return
         try:
             content.copy_to(lambda view: _write_all(fd, view))
-            self.stats.bytes += m.size
-            if self.same_owner and ((m.uid, m.gid) != self.ids or parent in self.setgid_dirs):
-                os.fchown(fd, m.uid, m.gid)
-            if mode & 0o7000 or mode & self.umask:
-                os.fchmod(fd, mode)  # after chown, which clears set-id bits
-            self._xattrs(path, m)
-            os.utime(fd, (m.mtime, m.mtime))
+            self.stats.skipped_xattrs += _finish_file(fd, chown, chmod, m.xattrs, m.mtime)
         finally:
             os.close(fd)
 
@@ -350,6 +365,77 @@ class _Applier:
                     self._remove(c_path)
                 elif is_dir:
                     stack.append((c_rel, c_path))
+
+
+@dataclass
+class _FileJob:
+    fd: int
+    data: bytes
+    chown: tuple[int, int] | None
+    chmod: int | None
+    xattrs: dict[str, bytes]
+    mtime: int
+
+
+def _finish_file(fd: int, chown: tuple[int, int] | None, chmod: int | None,
+                 xattrs: dict[str, bytes], mtime: int) -> int:
+    """Owner, mode (after chown, which clears set-id bits), xattrs, mtime; returns xattrs skipped."""
+    if chown is not None:
+        os.fchown(fd, *chown)
+    if chmod is not None:
+        os.fchmod(fd, chmod)
+    skipped = 0
+    for name, value in xattrs.items():
+        if name.startswith(OVERLAY_XATTR_PREFIXES):
+            continue
+        try:
+            os.setxattr(fd, name, value)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES):
+                raise
+            skipped += 1
+    os.utime(fd, (mtime, mtime))
+    return skipped
+
+
+class _FileFinisher:
+    """Writes small files' content and metadata through their descriptors on one helper thread.
+
+    Only descriptor operations happen there; every change to names stays on the
+    calling thread, in archive order, so the helper cannot reorder anything visible.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[_FileJob | None] = queue.Queue(_PENDING_FILES)
+        self._error: BaseException | None = None
+        self._skipped = 0
+        self._thread = threading.Thread(target=self._work, name="layer-apply-files", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: _FileJob) -> None:
+        if self._error is not None:
+            os.close(job.fd)
+            raise self._error
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                if self._error is None:
+                    _write_all(job.fd, memoryview(job.data))
+                    self._skipped += _finish_file(job.fd, job.chown, job.chmod, job.xattrs, job.mtime)
+            except BaseException as exc:  # reported on the calling thread
+                self._error = self._error or exc
+            finally:
+                os.close(job.fd)
+
+    def close(self) -> int:
+        """Wait for every pending file; re-raise the first failure; returns xattrs skipped."""
+        self._jobs.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._skipped
 
 
 def _current_umask() -> int:

@@ -103,6 +103,14 @@ class MemberContent:
         self._name = name
         self.left = size
 
+    def read_all(self) -> bytes:
+        """The rest of the content as bytes (for small files)."""
+        data = self._stream.read(self.left)
+        self.left -= len(data)
+        if self.left:
+            raise LayerError(f"layer tar is truncated inside {self._name!r}")
+        return data
+
     def copy_to(self, write: Callable[[memoryview], object]) -> None:
         self.left -= self._stream.copy(self.left, write)
         if self.left:
