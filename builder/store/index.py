@@ -112,13 +112,29 @@ class StoreIndex:
         self._db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000,
                                    isolation_level=None, check_same_thread=False)
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL is crash-safe, just not last-txn durable
         self._db.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
-            # executescript commits on its own; CREATE ... IF NOT EXISTS makes it idempotent.
-            self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self._setup()
+
+    def _setup(self) -> None:
+        """WAL mode and the schema. Switching to WAL does not wait on the busy handler, so
+        processes opening a brand-new store together retry here instead of failing."""
+        delay = 0.01
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                with self._lock:
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    # executescript commits on its own; CREATE ... IF NOT EXISTS makes it idempotent.
+                    self._db.executescript(_SCHEMA)
+                    self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                     (str(SCHEMA_VERSION),))
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def close(self) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,8 @@ class ContentStore:
             self.index = StoreIndex(self.root / "index.db")
         except OSError as exc:
             raise StoreError(f"cannot open the store at {self.root}: {exc.strerror or exc}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store index {self.root / 'index.db'}: {exc}") from None
 
     def close(self) -> None:
         self.index.close()

@@ -120,3 +120,13 @@ def test_store_root_that_cannot_be_created_is_a_clear_error(tmp_path):
 
     with pytest.raises(StoreError, match="cannot open the store"):
         ContentStore(blocker / "store")
+
+
+def test_a_corrupt_index_is_a_clear_error(tmp_path):
+    from builder.store import StoreError
+
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / "index.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open the store index .*not a database"):
+        ContentStore(root)
