@@ -1,0 +1,38 @@
+"""Mounting and unmounting an overlayfs (the kernel does the copy-on-write)."""
+from __future__ import annotations
+
+import errno
+import os
+
+from builder.runtime import linux
+
+# The mount data must fit in one page.
+_MAX_DATA = 4000
+
+
+def mount(lowers: list[str], upper: str, work: str, target: str, userxattr: bool = False) -> None:
+    """Mount ``lowers`` (top first) with ``upper`` on ``target``; OSError if the kernel refuses."""
+    data = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
+    if userxattr:
+        data += ",userxattr"
+    if len(data) > _MAX_DATA:
+        raise OSError(errno.E2BIG, "overlay mount options longer than a page", target)
+    linux.mount("overlay", target, "overlay", 0, data)
+
+
+def unmount(target: str) -> None:
+    try:
+        linux.umount2(target, 0)
+    except OSError as e:
+        if e.errno == errno.EINVAL:      # not mounted
+            return
+        if e.errno == errno.EBUSY:
+            linux.umount2(target, linux.MNT_DETACH)
+            return
+        raise
+
+
+def is_mounted(target: str) -> bool:
+    real = os.path.realpath(target)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == real for line in f)

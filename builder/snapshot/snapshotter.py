@@ -1,0 +1,116 @@
+"""The snapshotter: a writable root filesystem over read-only parents, and its diff.
+
+Layout under the snapshotter's root: ``<id>/{merged,upper,work}``. With
+overlayfs the parents are the lowerdirs (no copying at all); where overlay
+cannot be mounted (no privilege, an unsupported backing filesystem, too many
+layers for one page of mount options) the parents are copied into
+``merged`` and the diff is computed on commit.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from builder.errors import PybuildError
+
+from . import copytree, overlay
+
+Mode = Literal["auto", "overlay", "copy"]
+
+
+class SnapshotError(PybuildError):
+    """A snapshot could not be prepared, committed or removed."""
+
+
+@dataclass
+class Diff:
+    """A step's changes: ``upper`` in overlay form, plus deletions not shown there (copy mode)."""
+
+    upper: Path
+    deleted: list[str] = field(default_factory=list)
+    overlay: bool = True       # whiteouts in ``upper`` are overlay-form (0/0 devices, opaque xattrs)
+
+
+@dataclass
+class Snapshot:
+    id: str
+    mount_dir: Path
+    upper_dir: Path
+    kind: Literal["overlay", "copy"]
+    parents: list[Path]
+    _record: copytree.Record | None = None
+    committed: bool = False
+
+
+class Snapshotter:
+    def __init__(self, root: Path | str, mode: Mode = "auto") -> None:
+        self.root = Path(root)
+        self.mode = mode
+
+    def prepare(self, parents: list[Path]) -> Snapshot:
+        """A writable snapshot over ``parents`` (bottom first, as an image's layers are listed)."""
+        for p in parents:
+            if not Path(p).is_dir():
+                raise SnapshotError(f"snapshot parent {p} is not a directory")
+        sid = uuid.uuid4().hex[:16]
+        base = self.root / sid
+        merged, upper, work = base / "merged", base / "upper", base / "work"
+        try:
+            for d in (merged, upper, work):
+                d.mkdir(parents=True)
+            os.chmod(upper, 0o755)
+        except OSError as e:
+            raise SnapshotError(f"cannot create snapshot under {self.root}: {e.strerror}") from None
+        snap = Snapshot(sid, merged, upper, "overlay", [Path(p) for p in parents])
+        if self.mode in ("auto", "overlay"):
+            try:
+                self._mount_overlay(snap, work)
+                return snap
+            except OSError as e:
+                if self.mode == "overlay":
+                    shutil.rmtree(base, ignore_errors=True)
+                    raise SnapshotError(f"overlay mount failed: {e.strerror or e}") from None
+        snap.kind = "copy"
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            for parent in snap.parents:
+                copytree.apply(str(parent), str(merged))
+        except OSError as e:
+            shutil.rmtree(base, ignore_errors=True)
+            raise SnapshotError(f"copying snapshot parents: {e}") from None
+        snap._record = copytree.record(str(merged))
+        return snap
+
+    def _mount_overlay(self, snap: Snapshot, work: Path) -> None:
+        lowers = [str(p) for p in reversed(snap.parents)]
+        if not lowers:
+            empty = work.parent / "empty"
+            empty.mkdir()
+            lowers = [str(empty)]
+        overlay.mount(lowers, str(snap.upper_dir), str(work), str(snap.mount_dir), userxattr=os.geteuid() != 0)
+
+    def commit(self, snap: Snapshot) -> Diff:
+        """Stop using the snapshot and return its changes."""
+        if snap.kind == "overlay":
+            overlay.unmount(str(snap.mount_dir))
+            snap.committed = True
+            return Diff(snap.upper_dir, [], True)
+        deleted = copytree.diff(str(snap.mount_dir), snap._record or {}, str(snap.upper_dir))
+        snap.committed = True
+        return Diff(snap.upper_dir, deleted, True)
+
+    def cleanup(self, snap: Snapshot) -> None:
+        """Unmount (if still mounted) and remove every directory of the snapshot."""
+        base = self.root / snap.id
+        if snap.kind == "overlay":
+            try:
+                overlay.unmount(str(snap.mount_dir))
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    raise SnapshotError(f"cannot unmount {snap.mount_dir}: {e.strerror}") from None
+        shutil.rmtree(base, ignore_errors=True)
