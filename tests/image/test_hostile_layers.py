@@ -201,3 +201,17 @@ def test_absurd_mtime_is_a_clear_error(sandbox):
     info.pax_headers = {"mtime": "1" + "0" * 30}
     with pytest.raises(LayerError, match="cannot apply layer"):
         apply(make_tar([(info, b"x")]), target)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_full_disk_is_a_clear_error_not_a_hang(tmp_path):
+    import subprocess
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)], check=True)
+    try:
+        tar = make_tar([(entry(f"f{i}"), os.urandom(100_000)) for i in range(20)])
+        with pytest.raises(LayerError, match="No space left on device"):
+            apply(tar, small)
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
