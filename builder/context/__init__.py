@@ -8,15 +8,18 @@
 * ``dockerignore.py``: Docker's ignore-file syntax and matching.
 * ``metacache.py`` / ``hashing.py``: content digests, read once and then
   remembered by (path, size, mtime, ctime, inode, device).
+* ``copy_selection`` (``materialize.py``): write a selection into a staging
+  directory, re-checking every file against the digest its cache key used.
 """
 from builder.context.dockerignore import IgnoreMatcher, find_ignore_file, load_ignore, parse_ignore_lines
 from builder.context.errors import BadPattern, ContextError, SourceNotFound, UnsafeArchive
 from builder.context.hashing import FileHasher, HashStats
 from builder.context.metacache import MetadataCache
+from builder.context.materialize import CopyStats, copy_selection
 from builder.context.source import BuildContext, Entry, Selection, SourceMatch, tree_selection
 
 __all__ = [
-    "BadPattern", "BuildContext", "ContextError", "Entry", "FileHasher", "HashStats", "IgnoreMatcher",
+    "BadPattern", "BuildContext", "ContextError", "CopyStats", "copy_selection", "Entry", "FileHasher", "HashStats", "IgnoreMatcher",
     "MetadataCache", "Selection", "SourceMatch", "SourceNotFound", "UnsafeArchive", "find_ignore_file",
     "load_ignore", "parse_ignore_lines", "tree_selection",
 ]
