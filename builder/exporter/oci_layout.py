@@ -90,6 +90,11 @@ def _ingest(store: ContentStore, archive: TarArchive, desc: Descriptor, *, requi
     with archive.open(member) as fh:
         store.put_blob(fh, desc.digest, desc.size)
     try:
+        if desc.media_type in mt.MANIFESTS and not required:
+            # A platform (or attestation) an index lists may be saved without its content: skip it whole.
+            manifest = Manifest.from_json(store.read_blob(desc.digest))
+            if not all(archive.has(_blob_member(d.digest)) for d in [manifest.config, *manifest.layers]):
+                return False
         if desc.media_type in mt.MANIFESTS:
             manifest = Manifest.from_json(store.read_blob(desc.digest))
             for child in [manifest.config, *manifest.layers]:
@@ -137,7 +142,8 @@ def _closure(store: ContentStore, digest: str, media_type: str) -> list[str]:
     out: list[str] = []
     if media_type in mt.INDEXES:
         for child in Index.from_json(store.read_blob(digest)).manifests:
-            if store.has_blob(child.digest) and child.media_type in mt.MANIFESTS | mt.INDEXES:
+            if child.media_type in mt.INDEXES and store.has_blob(child.digest) or \
+                    child.media_type in mt.MANIFESTS and store.has_complete_manifest(child.digest):
                 out += _closure(store, child.digest, child.media_type)
     else:
         manifest = Manifest.from_json(store.read_blob(digest))

@@ -181,7 +181,8 @@ class ContentStore:
             size = len(self.read_blob(digest))
             present = []
             for entry in index.manifests:
-                if entry.media_type in mt.MANIFESTS and self.has_blob(entry.digest):
+                # Platforms pulled or saved without their content (and attestations without theirs) are skipped.
+                if entry.media_type in mt.MANIFESTS and self.has_complete_manifest(entry.digest):
                     present.append(entry)
                     sub_edges, sub_layers, sub_config, sub_size = self._manifest_facts(entry.digest)
                     edges += sub_edges
@@ -199,6 +200,13 @@ class ContentStore:
             record = ImageRecord(digest, Manifest.from_dict(doc).media_type, config_digest, created, size, time.time())
         self.index.record_image(record, edges, layers)
         return record
+
+    def has_complete_manifest(self, manifest_digest: str) -> bool:
+        """Whether a manifest and everything it points to are in the store."""
+        if not self.has_blob(manifest_digest):
+            return False
+        manifest = Manifest.from_json(self.read_blob(manifest_digest))
+        return all(self.has_blob(d.digest) for d in [manifest.config, *manifest.layers])
 
     def _manifest_facts(self, digest: str) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]], str, int]:
         """Graph edges, (layer, diffID, type) rows, config digest and content size of a stored manifest."""
@@ -278,7 +286,7 @@ class ContentStore:
         manifest_digest = digest
         if record.media_type in mt.INDEXES:
             index = Index.from_json(self.read_blob(digest))
-            present = [m for m in index.manifests if m.media_type in mt.MANIFESTS and self.has_blob(m.digest)]
+            present = [m for m in index.manifests if m.media_type in mt.MANIFESTS and self.has_complete_manifest(m.digest)]
             want = platform or Platform.host()
             entry = _pick(present, want)
             if entry is None:

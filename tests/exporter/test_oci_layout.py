@@ -258,3 +258,25 @@ def test_a_truncated_archive_is_refused(store, busybox_archive, tmp_path):
     with pytest.raises(ArchiveError, match="truncated"):
         load_archive(store, cut)
     assert store.list_images() == [] and store.blobs.digests() == []
+
+
+def test_index_platforms_saved_without_their_layers_are_skipped(store, tmp_path):
+    from builder.image.oci import Platform
+    from tests.store.test_images import make_image
+
+    amd = make_image(store, tmp_path, None, {"arch": "amd64"}, Platform("linux", "amd64"))
+    arm = make_image(store, tmp_path, None, {"arch": "arm64"}, Platform("linux", "arm64"))
+    store.put_index([amd, arm], name="partial:1")
+    out = tmp_path / "partial.tar"
+    save_to_path(store, ["partial:1"], str(out), "oci")
+    # Drop the arm64 layer from the archive, as a single-platform pull then save would.
+    kept = tmp_path / "kept.tar"
+    with tarfile.open(out) as src, tarfile.open(kept, "w") as dst:
+        for info in src:
+            if not info.name.endswith(arm.layers[0].digest[7:]):
+                dst.addfile(info, src.extractfile(info) if info.isfile() else None)
+    with ContentStore(tmp_path / "other") as other:
+        load_archive(other, kept)
+        assert other.get_image("partial:1", Platform.parse("linux/amd64")).manifest_digest == amd.digest
+        with pytest.raises(Exception, match="no manifest for linux/arm64"):
+            other.get_image("partial:1", Platform.parse("linux/arm64"))
