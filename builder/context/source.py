@@ -3,8 +3,8 @@
 ``BuildContext.select(["src/*.py", "config/"])`` answers: which files a
 COPY/ADD with these sources copies, where each lands relative to the
 destination, and one digest over all of it (names, content, modes,
-ownership; never mtimes) plus a per-file map so a rebuild can say which
-files changed.
+ownership; never mtimes) plus a per-file map of fingerprints so a rebuild
+can say which files changed.
 
 The rules, as BuildKit's Dockerfile frontend applies them:
 
@@ -67,13 +67,23 @@ class Entry(NamedTuple):
     linkname: str = ""  # a symlink's target, as stored
     rdev: int = 0  # a device node's number
     content: str = ""  # "sha256:<hex>" of a file's bytes
-    digest: str = ""  # "sha256:<hex>" of all of the above but the names
+    fingerprint: str = ""  # everything above but the names, as one comparable string
 
 
-def metadata_digest(type_: str, mode: int, uid: int, gid: int, linkname: str, rdev: int, content: str) -> str:
-    """An entry's digest: type, permissions, owner, link target, device and content; never times."""
-    header = f"{type_}\0{mode:o}\0{uid}\0{gid}\0{rdev}\0{content}\0{linkname}"
-    return "sha256:" + hashlib.sha256(header.encode("utf-8", "surrogateescape")).hexdigest()
+def fingerprint(type_: str, mode: int, uid: int, gid: int, linkname: str, rdev: int, content: str) -> str:
+    """What a cache key must see of an entry, as readable text; never times.
+
+    ``file 644 0:0 sha256:…``, ``dir 755 0:0``, ``symlink 777 0:0 -> target``,
+    ``char 666 0:0 dev 259``: cheap to build for tens of thousands of entries,
+    and a changed-file report can show what changed about a file.
+    """
+    if type_ == FILE:
+        return f"file {mode:o} {uid}:{gid} {content}"
+    if type_ == SYMLINK:
+        return f"symlink {mode:o} {uid}:{gid} -> {linkname}"
+    if type_ in (CHAR, BLOCK):
+        return f"{type_} {mode:o} {uid}:{gid} dev {rdev}"
+    return f"{type_} {mode:o} {uid}:{gid}"
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,12 @@ class SourceMatch:
 
 @dataclass(frozen=True)
 class Selection:
-    """The entries a COPY/ADD creates, in copy order, with their digest."""
+    """The entries a COPY/ADD creates, in copy order, with their digest.
+
+    ``digest`` covers each entry's destination name and fingerprint (content,
+    type, mode, owner, link target), never times. ``files`` maps each source
+    path to its fingerprint, for naming what changed between two builds.
+    """
 
     root: Path
     entries: tuple[Entry, ...]
@@ -95,16 +110,17 @@ class Selection:
 
     @cached_property
     def digest(self) -> str:
-        """``sha256:`` over every entry's destination name and metadata digest, in order."""
+        """``sha256:`` over every entry's destination name and fingerprint, in order."""
         h = hashlib.sha256(_DIGEST_VERSION)
-        for e in self.entries:
-            h.update(b"\n" + e.path.encode("utf-8", "surrogateescape") + b"\0" + e.digest.encode())
+        # Length-prefixed, so no choice of names or link targets can make two lists collide.
+        text = "".join(f"{len(e.path)}:{e.path}{len(e.fingerprint)}:{e.fingerprint}" for e in self.entries)
+        h.update(text.encode("utf-8", "surrogateescape"))
         return "sha256:" + h.hexdigest()
 
     @cached_property
     def files(self) -> dict[str, str]:
-        """Root-relative source path -> entry digest, to name what changed between builds."""
-        return {e.source: e.digest for e in self.entries}
+        """Root-relative source path -> fingerprint, to name what changed between builds."""
+        return {e.source: e.fingerprint for e in self.entries}
 
     def source_path(self, entry: Entry) -> Path:
         """Where an entry's bytes are on disk."""
@@ -489,7 +505,7 @@ class BuildContext:
             mode = st.st_mode & 0o7777
             uid, gid = st.st_uid, st.st_gid
             append(Entry(dest, source, kind, mode, uid, gid, size, linkname, rdev, content,
-                         metadata_digest(kind, mode, uid, gid, linkname, rdev, content)))
+                         fingerprint(kind, mode, uid, gid, linkname, rdev, content)))
         return entries
 
 

@@ -325,3 +325,12 @@ def test_entries_record_modes_and_types(tree) -> None:
     by_path = {e.path: e for e in s.entries}
     assert by_path["bin/tool"].mode == 0o4755
     assert by_path["etc"].type == "dir" and stat.S_IMODE(os.stat(root / "etc").st_mode) == by_path["etc"].mode
+
+
+def test_fingerprints_say_what_a_report_can_show(tree) -> None:
+    root = tree({"bin/tool": "x", "ln": ("->", "bin/tool")})
+    os.chmod(root / "bin" / "tool", 0o755)
+    files = select(root, ".").files
+    assert files["bin/tool"] == f"file 755 0:0 {sha('x')}"
+    assert files["ln"] == "symlink 777 0:0 -> bin/tool"
+    assert files["bin"].startswith("dir ")
