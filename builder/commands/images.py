@@ -202,7 +202,8 @@ def render_template(template: str, doc: dict) -> str:
 
     rest = _ACTION.sub("", template)
     if "{{" in rest or "}}" in rest:
-        raise UsageError(f"unsupported template {template!r}: only {{{{.Field}}}} and {{{{json .Field}}}} are understood")
+        raise UsageError(f"unsupported template {template!r}: "
+                         "only {{.Field}} and {{json .Field}} are understood")
     return _ACTION.sub(value, template)
 
 

@@ -49,8 +49,8 @@ def load_oci_layout(store: ContentStore, archive: TarArchive) -> list[LoadedImag
             if entry.media_type not in mt.MANIFESTS and entry.media_type not in mt.INDEXES:
                 continue  # artifacts and attestations are not images
             _ingest(store, archive, entry, required=True, depth=0)
-            store.add_image(entry.digest, entry.media_type)
-            item = loaded.setdefault(entry.digest, LoadedImage(entry.digest, store.index.image(entry.digest).config_digest))
+            record = store.add_image(entry.digest, entry.media_type)
+            item = loaded.setdefault(entry.digest, LoadedImage(entry.digest, record.config_digest))
             name = _name_from(entry)
             if name is not None:
                 store.index.set_ref(name, entry.digest)

@@ -286,7 +286,8 @@ class ContentStore:
         manifest_digest = digest
         if record.media_type in mt.INDEXES:
             index = Index.from_json(self.read_blob(digest))
-            present = [m for m in index.manifests if m.media_type in mt.MANIFESTS and self.has_complete_manifest(m.digest)]
+            present = [m for m in index.manifests
+                       if m.media_type in mt.MANIFESTS and self.has_complete_manifest(m.digest)]
             want = platform or Platform.host()
             entry = _pick(present, want)
             if entry is None:
