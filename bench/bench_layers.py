@@ -93,7 +93,7 @@ def write_layer_to(src: Path, out: str, compression: str) -> int:
         return write_layer(src, f, compression=compression).size
 
 
-def measure_dataset(name: str, src: Path, work: Path, repeat: int) -> list[Row]:
+def measure_dataset(name: str, src: Path, work: Path, repeat: int, extract_dir: Path) -> list[Row]:
     from builder.image.layer import apply_layer
     from builder.image import mediatypes as mt
 
@@ -123,7 +123,7 @@ def measure_dataset(name: str, src: Path, work: Path, repeat: int) -> list[Row]:
         blobs[compression] = out
         rows.append(Row(name, f"pybuild layer ({compression})", seconds, size, os.path.getsize(out)))
 
-    dest = work / "extract"
+    dest = extract_dir / "extract"
 
     def fresh() -> None:
         if dest.exists():
@@ -148,14 +148,19 @@ def measure_dataset(name: str, src: Path, work: Path, repeat: int) -> list[Row]:
 
 
 def child_peak_rss(code: str) -> tuple[float, float]:
-    """Run ``code`` in a fresh interpreter; its (seconds, peak RSS in MiB)."""
+    """Run ``code`` in a fresh interpreter; its (seconds, peak RSS in MiB).
+
+    The child reports its own VmHWM: ru_maxrss of a child would include this
+    process's RSS, which Linux carries across fork+exec.
+    """
+    probe = ("\nfor line in open('/proc/self/status'):\n"
+             "    if line.startswith('VmHWM:'): print(int(line.split()[1]))")
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"child failed ({proc.returncode}): {code}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024
+    done = subprocess.run([sys.executable, "-c", code + probe], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"child failed ({done.returncode}): {done.stderr.strip()}")
+    return seconds, int(done.stdout.split()[-1]) / 1024
 
 
 def measure_rss(work: Path, gib: int) -> list[tuple[str, float, float]]:
@@ -209,6 +214,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rss-gib", type=int, default=1)
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--extract-dir", help="where layers are extracted (default: the work dir); "
+                        "e.g. /dev/shm to take a busy disk out of the comparison")
     args = parser.parse_args()
     for tool in ("tar", "gzip", "pigz", "zstd", "sha256sum"):
         if shutil.which(tool) is None:
@@ -217,7 +224,8 @@ def main() -> None:
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-layers-", dir="/var/tmp"))
     base.mkdir(parents=True, exist_ok=True)
     try:
-        print(f"cpus: {len(os.sched_getaffinity(0))}, python {sys.version.split()[0]}, work dir {base}")
+        print(f"cpus: {len(os.sched_getaffinity(0))}, python {sys.version.split()[0]}, work dir {base}, "
+              f"extracting in {args.extract_dir or base}, load average {os.getloadavg()[0]:.2f}")
         small, big = base / "small", base / "big"
         make_small(small)
         make_big(big)
@@ -225,7 +233,7 @@ def main() -> None:
         for name, src in (("small-files", small), ("big-files", big)):
             work = base / f"work-{name}"
             work.mkdir()
-            rows += measure_dataset(name, src, work, args.repeat)
+            rows += measure_dataset(name, src, work, args.repeat, Path(args.extract_dir) if args.extract_dir else work)
             shutil.rmtree(work)
         print()
         print_rows(rows)
