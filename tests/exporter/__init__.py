@@ -1,0 +1,1 @@
+"""Tests of image import and export (builder.exporter) against skopeo and umoci."""

@@ -1,0 +1,1 @@
+"""Tests of the content store (builder.store) and the busybox fixture image."""
