@@ -208,3 +208,10 @@ def test_owner_is_set_even_where_a_setgid_directory_would_change_the_group(tmp_p
     apply_layer(io.BytesIO(data), root, blob.media_type)
     st = (root / "shared/file").stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o666)
+
+
+def test_an_empty_directory_gives_dockers_well_known_empty_layer(tmp_path):
+    # docker and BuildKit hard-code this diffID for "no changes": 1024 zero bytes.
+    _, blob = write(tmp_path, compression=mt.GZIP)
+    assert blob.diff_id == "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+    assert blob.uncompressed_size == 1024
