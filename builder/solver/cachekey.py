@@ -150,8 +150,11 @@ def explain_miss(
             diff = diff_files(previous.files, current.files)
             if any(diff.values()):
                 return MissReason("files", _files_sentence(diff), diff)
-        kind = "source_stage" if current.op in ("copy", "run") and not current.files else "files"
-        return MissReason(kind, "the content it reads changed",
+        origin = dict(current.extra).get("from")
+        if origin:
+            return MissReason("source_stage", f"the {origin} it copies from changed",
+                              {"from": origin, "old": previous.sources, "new": current.sources})
+        return MissReason("files", "the content it reads changed",
                           {"old": previous.sources, "new": current.sources})
     if current.extra != previous.extra:
         changed = _diff_pairs(previous.extra, current.extra)

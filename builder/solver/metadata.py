@@ -14,7 +14,7 @@ import dataclasses
 import posixpath
 import re
 import signal as _signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from builder.frontend.errors import DockerfileError
 from builder.frontend.instructions import (

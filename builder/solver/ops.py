@@ -16,7 +16,6 @@ import shutil
 import stat
 import threading
 from pathlib import Path
-from typing import Iterator
 
 from builder.errors import PybuildError
 from builder.frontend.errors import DockerfileError
@@ -50,10 +49,6 @@ def _canonical(instr: Instruction, drop: tuple[str, ...] = ()) -> str:
 # ------------------------------------------------------------------ snapshots
 
 
-def snapshot_path(store, diff_id: str) -> Path:
-    return store.root / "snapshots" / "sha256" / diff_id.split(":", 1)[1]
-
-
 def register_layer(store, layer: LayerRef) -> None:
     """Tell the store which blob holds a layer, so its snapshot can be rebuilt from the blob."""
     with store.index.transaction() as db:
@@ -61,39 +56,11 @@ def register_layer(store, layer: LayerRef) -> None:
                    (layer.digest, layer.diff_id, layer.media_type))
 
 
-def adopt_snapshot(store, diff_id: str, directory: Path) -> Path:
-    """Keep ``directory`` (what a step wrote) as the snapshot of layer ``diff_id``."""
-    target = snapshot_path(store, diff_id)
-    if target.is_dir():
-        shutil.rmtree(directory, ignore_errors=True)
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(directory, target)
-    except OSError:
-        if not target.is_dir():
-            raise
-        shutil.rmtree(directory, ignore_errors=True)  # another build adopted the same layer
-    size = sum(e.stat(follow_symlinks=False).st_size for e in _walk(target))
-    store.index.record_snapshot(diff_id, size)
-    return target
-
-
-def _walk(root: Path) -> Iterator[os.DirEntry]:
-    stack = [str(root)]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for e in it:
-                yield e
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
-
-
 def layer_dirs(store, layers: tuple[LayerRef, ...]) -> list[Path]:
     """The snapshot directories of ``layers``, bottom first (unpacking any that are missing)."""
     out = []
     for layer in layers:
-        path = snapshot_path(store, layer.diff_id)
+        path = store.snapshot_path(layer.diff_id)
         if not path.is_dir():
             register_layer(store, layer)
             path = store.layer_snapshot(layer.diff_id)
@@ -212,8 +179,15 @@ class BuildOps:
         self._context_lock = threading.Lock()
         self._work = Path(store.scratch.path) / "build"
         self._work.mkdir(parents=True, exist_ok=True)
+        self._selections: dict[tuple[int, int], object] = {}
+        self._downloads: dict[str, tuple[Path, str]] = {}
+        self._snapshotter = None
+        self._executor = None
+        self._secret_values: dict[str, bytes] | None = None
 
     def close(self) -> None:
+        if self._context is not None:
+            self._context.close()
         shutil.rmtree(self._work, ignore_errors=True)
 
     # -------------------------------------------------------------- base images
@@ -292,24 +266,24 @@ class BuildOps:
     # -------------------------------------------------------------- layers
 
     def _commit(self, ctx, key: str, directory: Path, history: str, config: ConfigState,
-                overlay: bool = False) -> StepState:
+                overlay: bool = False, deleted: list[str] = ()) -> StepState:
         """Write ``directory`` as a layer on top of the parent (or no layer if it is empty)."""
         parent = ctx.parent
-        if not any(os.scandir(directory)):
+        if not deleted and not any(os.scandir(directory)):
             shutil.rmtree(directory, ignore_errors=True)
             entry = HistoryEntry(history, empty_layer=True)
             return StepState(key, parent.layers, config, parent.history + (entry,), parent.platform,
                              parent.base_config)
         writer = self.store.blob_writer()
         try:
-            blob = self.writer.write(directory, writer, overlay=overlay)
+            blob = self.writer.write(directory, writer, overlay=overlay, deleted=deleted)
             digest, size = writer.commit(expected_digest=blob.digest)
         except BaseException:
             writer.abort()
             raise
         layer = LayerRef(blob.diff_id, digest, size, blob.media_type)
         register_layer(self.store, layer)
-        adopt_snapshot(self.store, layer.diff_id, directory)
+        self.store.adopt_snapshot(layer.diff_id, directory)
         return StepState(key, parent.layers + (layer,), config,
                          parent.history + (HistoryEntry(history),), parent.platform, parent.base_config)
 
@@ -349,11 +323,177 @@ class BuildOps:
 
     # -------------------------------------------------------------- COPY / ADD
 
+    def context(self):
+        """The build context, opened on first use (a build without COPY never walks it)."""
+        from builder.context import BuildContext
+
+        with self._context_lock:
+            if self._context is None:
+                if self.context_dir is None:
+                    raise PybuildError("a context on stdin is not supported by this build yet")
+                self._context = BuildContext.from_directory(
+                    self.context_dir, dockerfile=self.options.dockerfile,
+                    cache_dir=self.store.root / "cache" / "context")
+            return self._context
+
     def _copy_inputs(self, ctx) -> KeyInputs:
-        raise PybuildError("COPY/ADD are not wired yet")
+        instr: CopyInstruction = ctx.instruction
+        parent = ctx.parent
+        common = dict(op="add" if isinstance(instr, AddInstruction) else "copy",
+                      instruction=_canonical(instr), parent=parent.key, platform=parent.platform)
+        source_from = getattr(instr, "from_", None)
+        if source_from:
+            idx = self._stage_index(source_from)
+            src = ctx.stage_results.get(idx) if idx is not None else None
+            if src is not None:
+                return KeyInputs(sources=src.key, extra=(("from", f"stage {source_from}"),), **common)
+            state, digest = self.resolve_base(source_from, parent.platform)
+            return KeyInputs(sources=digest, extra=(("from", f"image {source_from}"),), **common)
+        if not instr.sources:  # only heredoc contents: the instruction holds them
+            return KeyInputs(sources=None, **common)
+        urls = [s for s in instr.sources if _is_url(s)]
+        if urls:
+            if not isinstance(instr, AddInstruction):
+                raise DockerfileError(f"COPY cannot copy from a URL ({urls[0]}): use ADD",
+                                      line=instr.line, col=instr.col, hint="ADD <url> <dest>")
+            files = {u: self._fetch(instr, u)[1] for u in urls}
+            local = [s for s in instr.sources if not _is_url(s)]
+            sel = self.context().select(local, excludes=instr.excludes, parents=instr.parents) if local else None
+            if sel is not None:
+                files.update(sel.files)
+            digest = "sha256:" + hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+            return KeyInputs(sources=digest, files=files, **common)
+        sel = self.context().select(instr.sources, excludes=instr.excludes, parents=instr.parents)
+        self._selections[(ctx.stage.index, ctx.pos)] = sel
+        return KeyInputs(sources=sel.digest, files=sel.files, **common)
 
     def _copy(self, ctx, key: str) -> StepState:
-        raise PybuildError("COPY/ADD are not wired yet")
+        instr: CopyInstruction = ctx.instruction
+        parent = ctx.parent
+        view = MergedView(layer_dirs(self.store, parent.layers))
+        owner = resolve_owner(instr.chown, view, instr.keyword) or (0, 0)
+        chmod = _octal_mode(instr)
+        dest = instr.dest
+        if not dest.startswith("/"):
+            dest = posixpath.join(parent.config.working_dir or "/", dest)
+        dest_is_dir = instr.dest.endswith("/") or instr.dest in (".", "./") or _is_dir(view, dest)
+        staging = self._scratch_dir("copy-")
+        n_sources = len(instr.sources) + len(instr.contents)
+        cleanup = None
+        try:
+            selection = None
+            source_from = getattr(instr, "from_", None)
+            if source_from:
+                selection, cleanup = self._select_from(ctx, source_from, instr)
+            elif instr.sources and not any(_is_url(s) for s in instr.sources):
+                selection = self._selections.pop((ctx.stage.index, ctx.pos), None) or \
+                    self.context().select(instr.sources, excludes=instr.excludes, parents=instr.parents)
+            single_file = (n_sources == 1 and selection is not None and len(selection.entries) == 1
+                           and not any(m.is_dir for m in selection.matches)
+                           and selection.entries[0].type != "dir")
+            if n_sources > 1 and not dest_is_dir and not instr.parents:
+                raise DockerfileError(
+                    f"when using {instr.keyword} with more than one source file, the destination must "
+                    f"be a directory and end with a /", line=instr.line, col=instr.col,
+                    hint=f"write the destination as {instr.dest.rstrip('/')}/")
+            _mirror_parents(view, staging, dest if dest_is_dir or not single_file else dest)
+            if dest_is_dir or not single_file:
+                target = staging / dest.lstrip("/")
+                _mirror_dir(view, dest, target)
+                if selection is not None:
+                    self._materialize(instr, selection, target, owner, chmod)
+                for c in instr.contents:
+                    _write_content(target / c.name, c.data, owner, chmod)
+                for url in [s for s in instr.sources if _is_url(s)]:
+                    path, _ = self._fetch(instr, url)
+                    name = _url_name(url)
+                    _place_file(path, target / name, owner, chmod)
+            else:
+                final = staging / dest.lstrip("/")
+                if selection is not None:
+                    tmp = self._scratch_dir("one-")
+                    self._materialize(instr, selection, tmp, owner, chmod)
+                    (only,) = [p for p in tmp.iterdir()]
+                    os.rename(only, final)
+                    shutil.rmtree(tmp, ignore_errors=True)
+                elif instr.contents:
+                    _write_content(final, instr.contents[0].data, owner, chmod)
+                else:
+                    path, _ = self._fetch(instr, instr.sources[0])
+                    _place_file(path, final, owner, chmod)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            if cleanup is not None:
+                cleanup()
+        history = created_by(parent.config, instr)
+        return self._commit(ctx, key, staging, history, parent.config)
+
+    def _materialize(self, instr, selection, target: Path, owner, chmod) -> None:
+        from builder.context import copy_selection
+        from builder.image.layer import apply_layer
+
+
+        if isinstance(instr, AddInstruction) and instr.unpack is not False:
+            # ADD of a local archive extracts it (tar, gzip, bzip2, xz, zstd).
+            archives = [e for e in selection.entries if e.type == "file" and
+                        _is_archive(selection.source_path(e))]
+            if archives:
+                rest = tuple(e for e in selection.entries if e not in archives)
+                for e in archives:
+                    with open(selection.source_path(e), "rb") as fh:
+                        apply_layer(fh, target / posixpath.dirname(e.path), None)
+                selection = type(selection)(selection.root, rest, selection.matches)
+        copy_selection(selection, target, chown=owner, chmod=chmod)
+
+    def _select_from(self, ctx, name: str, instr):
+        """Select COPY --from sources in another stage's (or an image's) file tree."""
+        from builder.context import BuildContext
+
+        idx = self._stage_index(name)
+        state = ctx.stage_results.get(idx) if idx is not None else None
+        if state is None:
+            state, _ = self.resolve_base(name, ctx.parent.platform)
+        dirs = layer_dirs(self.store, state.layers)
+        snap = self.snapshotter().prepare(dirs)
+        try:
+            tree = BuildContext(snap.mount_dir)
+            sel = tree.select(instr.sources, excludes=instr.excludes, parents=instr.parents)
+        except BaseException:
+            self.snapshotter().cleanup(snap)
+            raise
+        return sel, lambda: self.snapshotter().cleanup(snap)
+
+    def _fetch(self, instr, url: str) -> tuple[Path, str]:
+        """Download an ADD URL once per build; verify --checksum; returns (file, digest)."""
+        with self._context_lock:
+            if url in self._downloads:
+                return self._downloads[url]
+        import requests
+
+        path = self._scratch_dir("url-") / "download"
+        h = hashlib.sha256()
+        try:
+            with requests.get(url, stream=True, timeout=60) as resp:
+                resp.raise_for_status()
+                with open(path, "wb") as out:
+                    for chunk in resp.iter_content(1 << 20):
+                        h.update(chunk)
+                        out.write(chunk)
+        except requests.RequestException as exc:
+            raise StepFailed(f"ADD {url}: download failed: {exc}") from None
+        digest = "sha256:" + h.hexdigest()
+        checksum = getattr(instr, "checksum", None)
+        if checksum and checksum != digest:
+            raise StepFailed(f"ADD {url}: checksum mismatch: expected {checksum}, got {digest}")
+        with self._context_lock:
+            self._downloads[url] = (path, digest)
+        return path, digest
+
+    def release(self, ctx) -> None:
+        """Forget per-step state kept between ``inputs`` and ``execute`` (e.g. after a cache hit)."""
+        self._selections.pop((ctx.stage.index, ctx.pos), None)
 
     # -------------------------------------------------------------- RUN
 
@@ -381,10 +521,251 @@ class BuildOps:
         return None
 
     def _context_digest(self, patterns: list[str]) -> str:
-        raise PybuildError("bind mounts from the context are not wired yet")
+        return self.context().select(patterns).digest
+
+    def snapshotter(self):
+        from builder.snapshot import Snapshotter
+
+        if self._snapshotter is None:
+            path = self._work / "snapshots"
+            path.mkdir(exist_ok=True)
+            self._snapshotter = Snapshotter(path)
+        return self._snapshotter
 
     def _run(self, ctx, key: str) -> StepState:
-        raise PybuildError("RUN is not wired yet")
+        from collections import deque
+
+        from builder.runtime.executor import Executor, ProcessSpec
+
+        instr: RunInstruction = ctx.instruction
+        parent = ctx.parent
+        cfg = parent.config
+        argv = run_argv(cfg, instr)
+        env = run_environment(cfg, ctx.scope)
+        spec = ProcessSpec(args=argv, env=[f"{k}={v}" for k, v in env.items()],
+                           cwd=cfg.working_dir or "/", user=cfg.user)
+        network = "none" if instr.network == "none" or self.options.network == "none" else "host"
+        tail: deque[str] = deque(maxlen=20)
+        partial = {"out": b""}
+
+        def sink(data: bytes) -> None:
+            text = partial["out"] + data
+            *lines, partial["out"] = text.split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", "replace")
+                tail.append(line)
+                ctx.log(line)
+
+        dirs = layer_dirs(self.store, parent.layers)
+        snapper = self.snapshotter()
+        with self.store.lease_snapshots([lr.diff_id for lr in parent.layers]):
+            snap = snapper.prepare(dirs)
+            cleanups = []
+            try:
+                mounts = self._run_mounts(ctx, instr, cleanups)
+                if self._executor is None:
+                    self._executor = Executor()
+                code = self._executor.run(snap.mount_dir, spec, mounts, network, stdout=sink, stderr=sink)
+                if partial["out"]:
+                    sink(b"\n")
+                diff = snapper.commit(snap)
+                if code != 0:
+                    shown = " ".join(argv)
+                    shown = shown if len(shown) <= 200 else shown[:197] + "..."
+                    raise StepFailed(f"process \"{shown}\" did not complete successfully: exit code: {code}",
+                                     list(tail))
+                history = created_by(cfg, instr)
+                upper = self._scratch_dir("run-")
+                os.rmdir(upper)
+                os.rename(diff.upper, upper)
+                return self._commit(ctx, key, upper, history, cfg, overlay=True, deleted=diff.deleted)
+            finally:
+                for fn in reversed(cleanups):
+                    fn()
+                snapper.cleanup(snap)
+
+    def _run_mounts(self, ctx, instr: RunInstruction, cleanups: list) -> list:
+        from builder.runtime.executor import RunMount
+
+        out = []
+        for m in instr.mounts:
+            if m.type == "tmpfs":
+                out.append(RunMount(target=m.target, type="tmpfs", size=m.size))
+            elif m.type == "cache":
+                out.append(RunMount(target=m.target, type="cache", source=self._cache_mount(m, cleanups)))
+            elif m.type == "secret":
+                data = self._secret(m)
+                if data is None:
+                    continue
+                out.append(RunMount(target=m.target, type="secret", data=data,
+                                    mode=m.mode if m.mode is not None else 0o400,
+                                    uid=m.uid or 0, gid=m.gid or 0))
+            elif m.type == "ssh":
+                sock = self._ssh_socket(m)
+                if sock is not None:
+                    out.append(RunMount(target=m.target, type="bind", source=Path(sock), readonly=False))
+            elif m.type == "bind":
+                out.append(RunMount(target=m.target, type="bind", source=self._bind_source(ctx, m, cleanups),
+                                    readonly=m.readonly))
+        return out
+
+    def _bind_source(self, ctx, m, cleanups: list) -> Path:
+        from builder.context.scoped import NotInRoot, resolve
+
+        if m.from_:
+            idx = self._stage_index(m.from_)
+            state = ctx.stage_results.get(idx) if idx is not None else None
+            if state is None:
+                state, _ = self.resolve_base(m.from_, ctx.parent.platform)
+            snap = self.snapshotter().prepare(layer_dirs(self.store, state.layers))
+            cleanups.append(lambda: self.snapshotter().cleanup(snap))
+            root = str(snap.mount_dir)
+        else:
+            root = str(self.context().root)
+        parts = [p for p in (m.source or "").split("/") if p and p != "."]
+        try:
+            found = resolve(root, parts)
+        except NotInRoot:
+            raise StepFailed(f"RUN --mount source {m.source!r} not found") from None
+        return Path(root, *found.parts)
+
+    def _cache_mount(self, m, cleanups: list) -> Path:
+        from builder.store.locks import file_lock
+
+        ident = hashlib.sha256(m.id.encode()).hexdigest()[:32]
+        base = self.store.root / "cache" / "mounts"
+        path = base / ident
+        base.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            path.mkdir(mode=m.mode if m.mode is not None else 0o755, exist_ok=True)
+            if m.uid is not None or m.gid is not None:
+                os.chown(path, m.uid or 0, m.gid or 0)
+        if m.sharing == "locked":
+            lock = file_lock(base / f"{ident}.lock", exclusive=True)
+            lock.__enter__()
+            cleanups.append(lambda: lock.__exit__(None, None, None))
+        elif m.sharing == "private":
+            # A private cache is not shared with a concurrent step: use a fresh copy.
+            priv = Path(self._scratch_dir("cache-"))
+            shutil.copytree(path, priv, symlinks=True, dirs_exist_ok=True)
+            cleanups.append(lambda: shutil.rmtree(priv, ignore_errors=True))
+            return priv
+        return path
+
+    def _secret(self, m) -> bytes | None:
+        secrets = self._secrets()
+        if m.id in secrets:
+            return secrets[m.id]
+        if m.required:
+            raise StepFailed(f"secret {m.id} is required but was not given (--secret id={m.id},src=FILE)")
+        return None
+
+    def _secrets(self) -> dict[str, bytes]:
+        if self._secret_values is None:
+            self._secret_values = parse_secrets(self.options.secrets)
+        return self._secret_values
+
+    def _ssh_socket(self, m) -> str | None:
+        for spec in self.options.ssh:
+            ident, _, path = spec.partition("=")
+            if ident == m.id:
+                return path or os.environ.get("SSH_AUTH_SOCK")
+        if m.required:
+            raise StepFailed(f"ssh agent {m.id} is required but was not given (--ssh {m.id})")
+        return None
+
+
+def parse_secrets(specs: list[str]) -> dict[str, bytes]:
+    """``--secret id=ID,src=FILE`` / ``id=ID,env=VAR`` (docker's syntax) to values."""
+    out: dict[str, bytes] = {}
+    for spec in specs:
+        fields = {}
+        for part in spec.split(","):
+            k, eq, v = part.partition("=")
+            fields[k.strip()] = v if eq else ""
+        ident = fields.get("id") or ""
+        src = fields.get("src") or fields.get("source")
+        env = fields.get("env")
+        if not ident:
+            if src:
+                ident = os.path.basename(src)
+            elif env:
+                ident = env
+            else:
+                raise PybuildError(f"invalid --secret {spec!r}: give id=ID and src=FILE or env=VAR")
+        if src:
+            try:
+                out[ident] = Path(src).read_bytes()
+            except OSError as exc:
+                raise PybuildError(f"--secret id={ident}: cannot read {src}: {exc.strerror}") from None
+        elif env or ident in os.environ:
+            name = env or ident
+            if name not in os.environ:
+                raise PybuildError(f"--secret id={ident}: environment variable {name} is not set")
+            out[ident] = os.environ[name].encode()
+        else:
+            raise PybuildError(f"invalid --secret {spec!r}: give src=FILE or env=VAR")
+    return out
+
+
+def _is_url(s: str) -> bool:
+    return s.startswith(("http://", "https://"))
+
+
+def _url_name(url: str) -> str:
+    from urllib.parse import urlparse
+
+    name = posixpath.basename(urlparse(url).path)
+    return name or "index.html"
+
+
+def _is_archive(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return False
+    magics = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00")
+    return head.startswith(magics) or (len(head) >= 262 and head[257:262] == b"ustar")
+
+
+def _octal_mode(instr) -> int | None:
+    if instr.chmod is None:
+        return None
+    try:
+        return int(instr.chmod, 8)
+    except ValueError:
+        raise DockerfileError(f"--chmod={instr.chmod}: symbolic modes are not supported yet",
+                              line=instr.line, col=instr.col, hint="use an octal mode such as 0755") from None
+
+
+def _is_dir(view: "MergedView", path: str) -> bool:
+    found = view.lstat(path)
+    return found is not None and stat.S_ISDIR(found[1].st_mode)
+
+
+def _mirror_dir(view: "MergedView", path: str, target: Path) -> None:
+    """Create ``target`` with the metadata ``path`` has in the image, if it exists there."""
+    target.mkdir(parents=True, exist_ok=True)
+    found = view.lstat(path)
+    if found is not None and stat.S_ISDIR(found[1].st_mode):
+        st = found[1]
+        os.chmod(target, stat.S_IMODE(st.st_mode))
+        os.lchown(target, st.st_uid, st.st_gid)
+
+
+def _write_content(path: Path, data: str, owner, chmod) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode("utf-8", "surrogateescape"))
+    os.chmod(path, chmod if chmod is not None else 0o644)
+    os.lchown(path, *owner)
+
+
+def _place_file(src: Path, dst: Path, owner, chmod) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    os.chmod(dst, chmod if chmod is not None else 0o600)
+    os.lchown(dst, *owner)
 
 
 def run_environment(config: ConfigState, scope) -> dict[str, str]:

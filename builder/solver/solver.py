@@ -25,7 +25,6 @@ from builder.frontend.errors import DockerfileError
 from builder.frontend.instructions import (
     ArgInstruction,
     CopyInstruction,
-    FromInstruction,
     Instruction,
     RunInstruction,
     WorkdirInstruction,
@@ -184,7 +183,7 @@ class Solver:
     def _label(self, stage: Stage, pos: int) -> str:
         total = len(stage.instructions) + 1
         instr = stage.from_ if pos == 0 else stage.instructions[pos - 1]
-        return f"[{stage.ref} {pos + 1}/{total}] {_first_line(instr)}"
+        return f"[{stage.name or f'stage-{stage.index}'} {pos + 1}/{total}] {_first_line(instr)}"
 
     def _run_stage(self, req, graph: BuildGraph, stage: Stage, meta, predefined, futures):
         df = req.dockerfile
@@ -261,7 +260,12 @@ class Solver:
             self._record_step(req, stage, pos, instr, inputs, key, "CACHED", time.monotonic() - t0, None)
             return state
         try:
-            state, status, saved = self._solve_step(ctx, instr, inputs, key, no_cache)
+            try:
+                state, status, saved = self._solve_step(ctx, instr, inputs, key, no_cache)
+            finally:
+                release = getattr(self.ops, "release", None)
+                if release is not None:
+                    release(ctx)
         except BaseException as exc:
             pending.set_exception(exc)
             with self._inflight_lock:
