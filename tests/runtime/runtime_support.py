@@ -11,3 +11,27 @@ def mount_table(mountinfo: str) -> list[tuple[str, ...]]:
         r = right.split()
         rows.append((f[3], f[4], f[5], *r))
     return rows
+
+
+def store_image(store_root, rootfs, name: str, **container_config) -> str:
+    """Put ``rootfs`` into the content store at ``store_root`` as a one-layer image tagged ``name``.
+
+    ``container_config`` are ContainerConfig fields (entrypoint, cmd, env, user, ...).
+    Returns the image id.
+    """
+    import io
+
+    from builder.image.layer_writer import write_layer
+    from builder.image.oci import ContainerConfig, ImageConfig, Platform, RootFS
+    from builder.store import ContentStore
+
+    buf = io.BytesIO()
+    blob = write_layer(rootfs, buf, compression="gzip")
+    buf.seek(0)
+    with ContentStore(store_root) as store:
+        store.put_blob(buf, blob.digest)
+        store.record_layer(blob.digest, blob.diff_id, blob.media_type)
+        host = Platform.host()
+        config = ImageConfig(architecture=host.architecture, os=host.os,
+                             config=ContainerConfig(**container_config), rootfs=RootFS(diff_ids=[blob.diff_id]))
+        return store.put_image(config, [blob.descriptor()], name=name).id
