@@ -254,7 +254,9 @@ class Transport:
     ) -> requests.Response:
         origin = urlsplit(url).netloc
         for _ in range(MAX_REDIRECTS + 1):
-            verify = self.verify if url.startswith("https://") else True
+            # The registry's own TLS settings (private CA, insecure) apply to it alone; blob
+            # storage elsewhere is verified against the system's trust store.
+            verify = self.verify if urlsplit(url).netloc == self.host else True
             resp = self.session.request(
                 method, url, headers=headers, data=data, stream=stream,
                 timeout=self.timeout, verify=verify, allow_redirects=False,
