@@ -52,7 +52,7 @@ def register(sub) -> None:
     add_root_argument(p)
     p.set_defaults(func=_tag)
 
-    p = sub.add_parser("rmi", help="remove images (their content goes at the next `system prune`)")
+    p = sub.add_parser("rmi", help="remove images and the content nothing else uses")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-f", "--force", action="store_true", help="remove an image by ID even if several names use it")
     add_root_argument(p)

@@ -118,6 +118,23 @@ def prune(store: "ContentStore", *, dangling: bool = True, cache: bool = False,
     return report
 
 
+def collect(store: "ContentStore", candidates: set[str]) -> list[str]:
+    """Delete those of ``candidates`` (and what they point to) that nothing references any more.
+
+    Used right after an image is removed; when a build or load holds a lease it does nothing
+    and leaves the content to the next ``prune``.
+    """
+    with optional_lock(store.root / "locks" / "gc.lock", exclusive=True) as free:
+        if not free:
+            return []
+        live = reachable(store, {r.digest for r in store.index.images()} | store.index.cache_roots())
+        dead = sorted(d for d in reachable(store, candidates) if d not in live and store.has_blob(d))
+        for digest in dead:
+            store.blobs.delete(digest)
+        store.index.forget_blobs(dead)
+        return dead
+
+
 def _snapshot_ids(store: "ContentStore") -> list[str]:
     on_disk = set()
     base = store.root / "snapshots" / "sha256"

@@ -325,8 +325,9 @@ class ContentStore:
         """``rmi``: untag a name, or delete an image by ID/digest; returns (untagged, deleted digests).
 
         Removing by name drops only that name while others remain; by ID with
-        several names it needs ``force`` (as docker does). The blobs go at the
-        next ``prune``.
+        several names it needs ``force`` (as docker does). When the image goes,
+        its content that nothing else uses goes with it (or at the next
+        ``prune`` if a build or load is running); the deleted digests are listed.
         """
         digest = self.resolve(text)
         names = self.index.refs_to(digest)
@@ -350,7 +351,10 @@ class ContentStore:
                 self.index.delete_ref(name)
             untagged = names
         self.index.delete_image(digest)
-        return untagged, [digest]
+        from builder.store.gc import collect
+
+        deleted = collect(self, {digest})
+        return untagged, [digest] + [d for d in deleted if d != digest]
 
     # ------------------------------------------------------------ snapshots, cache, gc (see their modules)
 

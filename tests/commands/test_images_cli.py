@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from builder.cli import main
+from builder.store import ContentStore
 from tests.store.conftest import busybox_archive  # noqa: F401 (fixture)
 
 
@@ -88,10 +89,15 @@ def test_system_df_and_prune(capsys, root, busybox_archive):
     assert code == 0 and rows["Images"][1:3] == ["1", "1"] and rows["Blobs"][1] == "3"
     code, out, _ = cli(capsys, root, "system", "prune")
     assert (code, out) == (0, "Total reclaimed space: 0B\n")  # everything is referenced
-    cli(capsys, root, "rmi", "busybox")
+    with ContentStore(root) as store:
+        orphan, _ = store.put_bytes(b"left behind by a crashed build" * 1000)
     code, out, _ = cli(capsys, root, "system", "prune", "-f")
-    assert code == 0 and out.count("Deleted blob: sha256:") == 3
-    assert out.splitlines()[-1].startswith("Total reclaimed space: 1.15MB")
+    assert (code, out) == (0, f"Deleted blob: {orphan}\nTotal reclaimed space: 30kB\n")
+    code, out, _ = cli(capsys, root, "rmi", "busybox")
+    assert code == 0 and out.count("Deleted: sha256:") == 3  # image, config and layer
+    code, out, _ = cli(capsys, root, "system", "df")
+    totals = [line.split()[-4] for line in out.splitlines()[1:]]  # TOTAL, whatever the TYPE's words
+    assert totals == ["0", "0", "0", "0"]
 
 
 @pytest.mark.parametrize("args, words", [

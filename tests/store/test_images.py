@@ -94,8 +94,27 @@ def test_rmi_by_name_untags_and_by_id_needs_force_with_several_names(store, tmp_
         store.remove_image(image.id[7:19])
     untagged, deleted = store.remove_image(image.id[7:19], force=True)
     assert sorted(untagged) == ["docker.io/library/app:1", "docker.io/library/app:3"]
-    assert deleted == [image.digest]
-    assert store.list_images() == []
+    assert deleted[0] == image.digest  # the image, then its content nothing else uses
+    assert set(deleted) == {image.digest, image.id, image.layers[0].digest}
+    assert store.list_images() == [] and store.blobs.digests() == []
+
+
+def test_rmi_keeps_content_another_image_shares(store, tmp_path):
+    a = make_image(store, tmp_path, "a:1", {"shared": "same"})
+    layer = a.layers[0]
+    config = ImageConfig.for_platform(Platform.host(), created="2025-01-01T00:00:00Z", rootfs=RootFS(a.diff_ids))
+    b = store.put_image(config, [layer], name="b:1")
+    _, deleted = store.remove_image("a:1")
+    assert set(deleted) == {a.digest, a.id}
+    assert store.has_blob(layer.digest) and store.get_image("b:1").digest == b.digest
+
+
+def test_rmi_during_a_lease_leaves_content_for_prune(store, tmp_path):
+    image = make_image(store, tmp_path, "a:1")
+    with store.lease():
+        assert store.remove_image("a:1")[1] == [image.digest]
+    assert store.has_blob(image.layers[0].digest)
+    assert set(store.prune().blobs) == {image.digest, image.id, image.layers[0].digest}
 
 
 def test_multi_platform_index_resolves_to_the_asked_platform(store, tmp_path):
