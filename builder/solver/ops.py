@@ -128,13 +128,14 @@ def resolve_owner(spec: str | None, view: MergedView, what: str) -> tuple[int, i
     user, _, group = spec.partition(":")
 
     def lookup(name: str, file: str) -> tuple[int, int] | None:
+        # passwd: name:x:uid:gid:...; group: name:x:gid:members
         text = view.read_text(file) or ""
         for line in text.splitlines():
             fields = line.split(":")
-            if len(fields) >= 4 and fields[0] == name:
+            if len(fields) >= 3 and fields[0] == name:
                 try:
-                    return int(fields[2]), int(fields[3])
-                except ValueError:
+                    return int(fields[2]), int(fields[3]) if file == "/etc/passwd" else 0
+                except (ValueError, IndexError):
                     return None
         return None
 
@@ -371,7 +372,11 @@ class BuildOps:
         instr: CopyInstruction = ctx.instruction
         parent = ctx.parent
         view = MergedView(layer_dirs(self.store, parent.layers))
-        owner = resolve_owner(instr.chown, view, instr.keyword) or (0, 0)
+        try:
+            owner = resolve_owner(instr.chown, view, f"{instr.keyword} --chown") or (0, 0)
+        except DockerfileError as exc:
+            exc.line, exc.col, exc.filename = instr.line, instr.col, self.dockerfile.filename
+            raise
         chmod = _octal_mode(instr)
         dest = instr.dest
         if not dest.startswith("/"):
@@ -388,9 +393,12 @@ class BuildOps:
             elif instr.sources and not any(_is_url(s) for s in instr.sources):
                 selection = self._selections.pop((ctx.stage.index, ctx.pos), None) or \
                     self.context().select(instr.sources, excludes=instr.excludes, parents=instr.parents)
-            single_file = (n_sources == 1 and selection is not None and len(selection.entries) == 1
-                           and not any(m.is_dir for m in selection.matches)
-                           and selection.entries[0].type != "dir")
+            if selection is not None:
+                single_file = (n_sources == 1 and len(selection.entries) == 1
+                               and not any(m.is_dir for m in selection.matches)
+                               and selection.entries[0].type != "dir")
+            else:  # a heredoc or a URL
+                single_file = n_sources == 1
             if n_sources > 1 and not dest_is_dir and not instr.parents:
                 raise DockerfileError(
                     f"when using {instr.keyword} with more than one source file, the destination must "

@@ -1,0 +1,137 @@
+"""Real builds on the busybox fixture image: COPY, RUN, stages, cache, mounts, secrets."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from builder.solver.ops import StepFailed
+from tests.build.conftest import image_tree
+
+MULTI = """\
+FROM busybox AS build
+WORKDIR /work
+COPY app.txt conf/ ./
+RUN cat app.txt > out.txt && echo built >> out.txt
+RUN <<EOF
+set -e
+mkdir -p /work/gen
+echo "from heredoc $HOME" > /work/gen/h.txt
+EOF
+
+FROM busybox
+COPY --from=build /work/out.txt /work/gen/ /result/
+COPY --chown=nobody:nogroup --chmod=0600 app.txt /owned.txt
+COPY <<EOT /inline.txt
+inline $HOSTNAME_NOT_SET
+EOT
+CMD ["cat", "/result/out.txt"]
+"""
+
+
+def write_context(b):
+    b.write("app.txt", "hello app\n")
+    b.write("conf/settings.ini", "[x]\n")
+    b.write("Dockerfile", MULTI)
+
+
+def test_multistage_build_tree(bbuilder, tmp_path):
+    write_context(bbuilder)
+    image_id, report = bbuilder.build(tags=["multi:1"])
+    root = image_tree(bbuilder, image_id, tmp_path / "rootfs")
+    assert (root / "result" / "out.txt").read_text() == "hello app\nbuilt\n"
+    assert (root / "result" / "h.txt").read_text() == "from heredoc /root\n"
+    st = os.lstat(root / "owned.txt")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o600)
+    assert (root / "inline.txt").read_text() == "inline \n"  # COPY heredocs expand like the shell
+    assert not (root / "work").exists()  # the build stage's files are not in the final image
+    assert report.status == "DONE"
+
+
+def test_rebuild_cached_and_one_file_change(bbuilder):
+    write_context(bbuilder)
+    bbuilder.build()
+    _, report = bbuilder.build()
+    assert all(s.status == "CACHED" for s in report.steps)
+    bbuilder.write("conf/settings.ini", "[y]\n")
+    _, report = bbuilder.build()
+    by_line = {(s.stage, s.line): s for s in report.steps}
+    copy = by_line[("build", 3)]
+    assert copy.status == "DONE" and copy.miss_reason.kind == "files"
+    assert copy.miss_reason.details["changed"] == ["conf/settings.ini"]
+    assert by_line[("build", 2)].status == "CACHED"  # WORKDIR, before the COPY
+    assert by_line[("build", 4)].miss_reason.kind == "parent"
+    # The final stage's COPY --chown of app.txt does not read the changed file ...
+    own = by_line[("1", 13)]
+    # ... but it follows the COPY --from of the rebuilt stage, so its parent changed.
+    assert own.miss_reason.kind == "parent"
+
+
+def test_dockerignored_change_invalidates_nothing(bbuilder):
+    write_context(bbuilder)
+    bbuilder.write(".dockerignore", "*.log\nconf/*.tmp\n")
+    bbuilder.write("debug.log", "1")
+    bbuilder.build()
+    bbuilder.write("debug.log", "2")
+    bbuilder.write("conf/x.tmp", "new")
+    _, report = bbuilder.build()
+    assert [s.status for s in report.steps] == ["CACHED"] * len(report.steps)
+
+
+def test_failing_run_reports_and_keeps_finished_steps(bbuilder):
+    bbuilder.write("Dockerfile", "FROM busybox\nRUN echo one > /one\nRUN echo oops && exit 3\n")
+    with pytest.raises(StepFailed) as err:
+        bbuilder.build()
+    assert "exit code: 3" in str(err.value) and err.value.output_tail == ["oops"]
+    bbuilder.write("Dockerfile", "FROM busybox\nRUN echo one > /one\nRUN echo fixed\n")
+    _, report = bbuilder.build()
+    assert [s.status for s in report.steps] == ["CACHED", "CACHED", "DONE"]
+
+
+def test_cache_mount_persists_and_is_not_in_the_image(bbuilder, tmp_path):
+    df = ("FROM busybox\nARG N\n"
+          "RUN --mount=type=cache,target=/cache sh -c 'echo $N >> /cache/log; cat /cache/log > /seen'\n")
+    bbuilder.write("Dockerfile", df)
+    bbuilder.build(build_args={"N": "1"})
+    image_id, _ = bbuilder.build(build_args={"N": "2"})
+    root = image_tree(bbuilder, image_id, tmp_path / "rootfs")
+    assert (root / "seen").read_text() == "1\n2\n"
+    assert not (root / "cache" / "log").exists()
+
+
+def test_secret_never_lands_anywhere(bbuilder, tmp_path):
+    secret = "s3cr3t-value-5f2a9c"
+    src = tmp_path / "token"
+    src.write_text(secret)
+    bbuilder.write("Dockerfile", "FROM busybox\n"
+                   "RUN --mount=type=secret,id=tok cat /run/secrets/tok | wc -c > /len\n")
+    image_id, _ = bbuilder.build(secrets=[f"id=tok,src={src}"])
+    root = image_tree(bbuilder, image_id, tmp_path / "rootfs")
+    assert (root / "len").read_text().strip() == str(len(secret))
+    # grep every file the build wrote: store, snapshots, index, report
+    hits = subprocess.run(["grep", "-rl", "-a", secret, str(bbuilder.root), str(tmp_path / "report.json")],
+                          capture_output=True, text=True)
+    assert hits.stdout == "", hits.stdout
+
+
+def test_independent_stages_run_in_parallel(bbuilder):
+    bbuilder.write("Dockerfile", "FROM busybox AS a\nRUN sleep 2 && echo a > /a\n"
+                                 "FROM busybox AS b\nRUN sleep 2 && echo b > /b\n"
+                                 "FROM busybox AS c\nRUN sleep 2 && echo c > /c\n"
+                                 "FROM busybox\nCOPY --from=a /a /\nCOPY --from=b /b /\nCOPY --from=c /c /\n")
+    t0 = time.monotonic()
+    bbuilder.build(jobs=4)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 5.0, f"three 2 s stages took {elapsed:.1f}s"
+
+
+def test_run_sees_build_args_and_env(bbuilder, tmp_path):
+    bbuilder.write("Dockerfile", "FROM busybox\nARG A=fromarg\nENV B=fromenv\n"
+                                 "RUN echo \"$A $B\" > /ab\n")
+    image_id, _ = bbuilder.build()
+    root = image_tree(bbuilder, image_id, tmp_path / "rootfs")
+    assert (root / "ab").read_text() == "fromarg fromenv\n"
+    env = bbuilder.config(image_id)["config"]["Env"]
+    assert "B=fromenv" in env and not any(e.startswith("A=") for e in env)  # ARGs are not persisted
