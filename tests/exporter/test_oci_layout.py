@@ -83,9 +83,12 @@ def test_save_load_save_round_trips_byte_for_byte(store, busybox_image, tmp_path
     assert first.read_bytes() == second.read_bytes()
 
 
-def test_gzip_compressed_archives_load(store, busybox_archive, tmp_path):
-    packed = tmp_path / "bb.tar.gz"
-    packed.write_bytes(gzip.compress(busybox_archive.read_bytes(), 1))
+@pytest.mark.parametrize("compress", [lambda data: gzip.compress(data, 1),
+                                      lambda data: __import__("zstandard").ZstdCompressor().compress(data)],
+                         ids=["gzip", "zstd"])
+def test_compressed_archives_load(store, busybox_archive, tmp_path, compress):
+    packed = tmp_path / "bb.tar.z"
+    packed.write_bytes(compress(busybox_archive.read_bytes()))
     loaded = load_archive(store, packed)
     assert loaded[0].names == ["docker.io/library/busybox:latest"]
     assert list(store.scratch.path.iterdir()) == []  # the inflated copy is gone
