@@ -5,9 +5,10 @@ Two contexts are made in a temporary directory:
 * ``small``: 20,000 files of 1-4 KiB in 200 directories;
 * ``large``: 4 files of 64 MiB.
 
-For each, three builds run in fresh processes (so peak RSS is per phase):
-cold (empty metadata cache: every file read), warm (the cache answers,
-no file read) and after editing one file. Beside them, in the same run,
+For each, three kinds of build run in fresh processes (so peak RSS is per
+phase), each repeated and reported as the median: cold (empty metadata
+cache: every file read), warm (the cache answers, no file read) and after
+editing one file. Beside them, in the same run,
 ``sha256sum`` over the same files (via ``find | xargs``) and the cost of
 just walking the tree (``find | wc -l``). File data is in the page cache
 for every row (the files were just written): the figures compare CPU
@@ -22,6 +23,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,24 +79,36 @@ def timed_shell(cmd: str) -> float:
     return time.perf_counter() - t0
 
 
-def report(name: str, root: Path, total_bytes: int, nfiles: int, workdir: Path) -> None:
-    cache = workdir / f"cache-{name}"
+def median_run(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
+def report(name: str, root: Path, total_bytes: int, nfiles: int, workdir: Path, repeat: int) -> None:
     # Let the racy-file window pass, as it would between a checkout and a build.
     time.sleep(1.1)
-    sha = min(timed_shell(f"find {root} -type f -print0 | xargs -0 -P1 sha256sum") for _ in range(2))
-    sha_par = min(timed_shell(f"find {root} -type f -print0 | xargs -0 -P2 -n 2000 sha256sum") for _ in range(2))
-    walk = min(timed_shell(f"find {root} | wc -l") for _ in range(2))
-    cold = phase(root, cache)
-    warm = phase(root, cache)
-    victim = next(p for p in sorted(root.rglob("*")) if p.is_file())
-    with open(victim, "r+b") as f:
-        f.write(b"edited")
-    edited = phase(root, cache)
-    assert cold["digest"] == warm["digest"] != edited["digest"]
-    assert warm["hashed"] == 0 and edited["hashed"] == 1, (warm, edited)
+    sha = statistics.median(timed_shell(f"find {root} -type f -print0 | xargs -0 -P1 sha256sum")
+                            for _ in range(repeat))
+    sha_par = statistics.median(timed_shell(f"find {root} -type f -print0 | xargs -0 -P2 -n 2000 sha256sum")
+                                for _ in range(repeat))
+    walk = statistics.median(timed_shell(f"find {root} | wc -l") for _ in range(repeat))
+    colds = [phase(root, workdir / f"cache-{name}-{i}") for i in range(repeat)]
+    cache = workdir / f"cache-{name}-0"
+    warms = [phase(root, cache) for _ in range(repeat)]
+    files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+    edits = []
+    for i in range(repeat):
+        with open(files[i * 7 % len(files)], "r+b") as f:
+            f.write(b"edited %d" % i)
+        # A file edited less than a second before a build is read again by the next
+        # build too (the racy-file rule); wait it out so each row reads exactly one file.
+        time.sleep(1.1)
+        edits.append(phase(root, cache))
+    cold, warm, edited = median_run(colds), median_run(warms), median_run(edits)
+    assert len({r["digest"] for r in colds + warms}) == 1 and edited["digest"] != cold["digest"]
+    assert all(r["hashed"] == 0 for r in warms) and all(r["hashed"] == 1 for r in edits), (warms, edits)
 
     mb = total_bytes / 1e6
-    print(f"\n== {name}: {nfiles} files, {mb:.0f} MB ({cold['entries']} entries) ==")
+    print(f"\n== {name}: {nfiles} files, {mb:.0f} MB ({cold['entries']} entries); median of {repeat} ==")
     print(f"{'':28}{'seconds':>9}{'files/s':>11}{'MB/s':>9}{'peak RSS':>10}")
     for label, r in [("pybuild cold (no cache)", cold), ("pybuild warm (cache hit)", warm),
                      ("pybuild after 1 edit", edited)]:
@@ -113,6 +127,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--big-mib", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown")
     ap.add_argument("--keep", type=Path, help="work directory to use and keep (default: a temporary one)")
     args = ap.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="pybuild-bench-context-", dir="/var/tmp"))
@@ -121,10 +136,10 @@ def main() -> None:
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, work dir {workdir}")
         small = workdir / "small"
         total = make_small(small, args.files)
-        report("small", small, total, args.files, workdir)
+        report("small", small, total, args.files, workdir, args.repeat)
         large = workdir / "large"
         total = make_large(large, args.big_mib)
-        report("large", large, total, 4, workdir)
+        report("large", large, total, 4, workdir, args.repeat)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -145,6 +145,8 @@ class FileHasher:
             if self.cache is not None:
                 self.cache.record(self.root, rel, key, digest, now)
 
-    def flush(self) -> None:
+    def flush(self, complete_walk: set[str] | None = None) -> None:
+        """Write new digests; with ``complete_walk`` (every file path under the root),
+        also forget files that no longer exist."""
         if self.cache is not None:
-            self.cache.flush()
+            self.cache.flush(prune={self.root: complete_walk} if complete_walk is not None else None)

@@ -277,7 +277,11 @@ class BuildContext:
             found = self._select_one(pattern, exclude, parents, allow_empty_wildcard, raws)
             matches.append(found)
         entries = self._finish(raws)
-        self.hasher.flush()
+        complete = None
+        if exclude is None and any(m.paths == (".",) for m in matches):
+            # The whole tree was walked: the cache can forget files that are gone.
+            complete = {r[1] for r in raws if r[3] == FILE}
+        self.hasher.flush(complete)
         return Selection(self.root, tuple(entries), tuple(matches))
 
     def tree(self) -> Selection:

@@ -138,3 +138,16 @@ def test_large_files_are_streamed_and_hashed_in_parallel(tmp_path: Path) -> None
     with BuildContext.from_directory(root, workers=3) as ctx:
         s = ctx.select(["."])
     assert {e.path: e.content for e in s.entries if e.type == "file"} == blobs
+
+
+def test_a_full_walk_forgets_deleted_files(aged_tree: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    build(aged_tree, cache)
+    for i in range(10):
+        (aged_tree / "src" / f"f{i}.txt").unlink()
+    build(aged_tree, cache, "src")  # a partial selection forgets nothing
+    with MetadataCache(cache) as reopened:
+        assert len(reopened.load_tree(aged_tree)) == 50
+    build(aged_tree, cache)
+    with MetadataCache(cache) as reopened:
+        assert len(reopened.load_tree(aged_tree)) == 40
