@@ -35,3 +35,16 @@ def store_image(store_root, rootfs, name: str, **container_config) -> str:
         config = ImageConfig(architecture=host.architecture, os=host.os,
                              config=ContainerConfig(**container_config), rootfs=RootFS(diff_ids=[blob.diff_id]))
         return store.put_image(config, [blob.descriptor()], name=name).id
+
+
+def mounts_under(*prefixes) -> list[str]:
+    """This host's mount points under any of ``prefixes`` (other builds may mount elsewhere meanwhile)."""
+    from pathlib import Path
+
+    wanted = tuple(str(p) for p in prefixes)
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4]
+        if point.startswith(wanted):
+            points.append(point)
+    return points

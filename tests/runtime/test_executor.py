@@ -110,8 +110,9 @@ def test_secret_never_touches_the_rootfs(tmp_path, rootfs) -> None:
 
 def test_run_step_on_a_snapshot(tmp_path, busybox_rootfs) -> None:
     snaps = Snapshotter(tmp_path / "snaps")
-    before = Path("/proc/self/mountinfo").read_text()
+    from runtime_support import mounts_under
     snap = snaps.prepare([busybox_rootfs])
+    assert mounts_under(tmp_path) == [str(snap.mount_dir)]
     try:
         code, _, _ = run(snap.mount_dir, "echo built > /artifact; rm /etc/secret")
         assert code == 0
@@ -122,7 +123,7 @@ def test_run_step_on_a_snapshot(tmp_path, busybox_rootfs) -> None:
         assert (busybox_rootfs / "etc" / "secret").exists()
     finally:
         snaps.cleanup(snap)
-    assert Path("/proc/self/mountinfo").read_text() == before
+    assert mounts_under(tmp_path, busybox_rootfs) == []
 
 
 def _crun(bundle: Path, cid: str, state: Path) -> subprocess.CompletedProcess:

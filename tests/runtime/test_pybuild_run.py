@@ -18,6 +18,7 @@ PYBUILD = [sys.executable, "-c", "import sys; from builder.cli import main; sys.
 @pytest.fixture(scope="module")
 def store_root(tmp_path_factory, busybox_rootfs) -> Path:
     root = tmp_path_factory.mktemp("store")
+    STORE_PREFIX[:] = [str(root)]
     store_image(root, busybox_rootfs, "busybox:latest", cmd=["sh"], env=["PATH=/bin", "FROM_IMAGE=yes"])
     store_image(root, busybox_rootfs, "app:1", entrypoint=["/bin/echo", "entry"], cmd=["default-arg"],
                 user="app", working_dir="/home/app", env=["PATH=/bin", "A=image"], volumes=["/home/app"],
@@ -30,15 +31,19 @@ def pybuild(store_root: Path, *args: str, timeout: float = 60) -> subprocess.Com
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def _mounts() -> str:
-    return Path("/proc/self/mountinfo").read_text()
+def _mounts() -> list[str]:
+    from runtime_support import mounts_under
+    return mounts_under(STORE_PREFIX[0]) if STORE_PREFIX else []
+
+
+STORE_PREFIX: list[str] = []
 
 
 def test_run_rm_leaves_nothing(store_root) -> None:
     before = _mounts()
     res = pybuild(store_root, "run", "--rm", "busybox", "sh", "-c", "echo hi; echo $FROM_IMAGE; exit 4")
     assert (res.returncode, res.stdout) == (4, "hi\nyes\n"), res.stderr
-    assert _mounts() == before
+    assert _mounts() == before == []
     assert list((store_root / "containers").iterdir()) == []
 
 
@@ -95,7 +100,7 @@ def test_detached_ps_stop_rm(store_root) -> None:
     finally:
         assert pybuild(store_root, "rm", "-f", cid).returncode == 0
     assert not (store_root / "containers" / cid).exists()
-    assert _mounts() == before
+    assert _mounts() == before == []
 
 
 @pytest.mark.parametrize("runtime", ["runc", "crun"])

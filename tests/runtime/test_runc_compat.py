@@ -60,7 +60,7 @@ CASES = {
                     _add_mount({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
                                 "options": ["nosuid", "nodev", "size=1m", "mode=1777"]})),
     "no-network": (SH + ["cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '"], None),
-    "pid-namespace": (SH + ["echo $$; ls /proc | grep -E '^[0-9]+$' | wc -l"], None),
+    "pid-namespace": (SH + ["echo $$; tr '\\0' ' ' < /proc/1/cmdline"], None),
 }
 
 

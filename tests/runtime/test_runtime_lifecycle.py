@@ -124,15 +124,17 @@ def test_run_forwards_sigterm(make_bundle, pybuild_runc) -> None:
     assert out == "got-term\n"
 
 
-def test_no_mounts_or_processes_left_behind(make_bundle, pybuild_runc) -> None:
-    before = _mounts()
+def test_no_mounts_or_processes_left_behind(make_bundle, busybox_rootfs, pybuild_runc) -> None:
+    from runtime_support import mounts_under
+    watched = (str(busybox_rootfs), str(pybuild_runc.state_root), "/run/pybuild-runc")
+    before = mounts_under(*watched)
     bundle = make_bundle(["sh", "-c", "sleep 60 & sleep 60 & echo up; sleep 60"])
     assert pybuild_runc.detached("run", "-d", "-b", str(bundle), "leak").returncode == 0
     pid = _state(pybuild_runc, "leak")["pid"]
     assert pybuild_runc("kill", "leak", "9").returncode == 0
     _wait_status(pybuild_runc, "leak", "stopped")
     assert pybuild_runc("delete", "leak").returncode == 0
-    assert _mounts() == before
+    assert mounts_under(*watched) == before == []
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
     leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p) == "sleep 60"]
     assert leftovers == []
