@@ -165,7 +165,7 @@ def resolve_owner(spec: str | None, view: MergedView, what: str) -> tuple[int, i
 class BuildOps:
     """Real op runners over the content store (see ``builder.solver.solver.Ops``)."""
 
-    def __init__(self, store, options, dockerfile, progress) -> None:
+    def __init__(self, store, options, dockerfile, progress, context=None) -> None:
         from builder.build import source_date_epoch
         from builder.image.layer_writer import LayerWriter
 
@@ -176,7 +176,8 @@ class BuildOps:
         self.writer = LayerWriter(source_date_epoch=source_date_epoch())
         self.context_dir = None if options.context == "-" else Path(options.context).resolve()
         self.context_id = str(self.context_dir or "-")
-        self._context = None
+        self._context = context
+        self._owns_context = context is None
         self._context_lock = threading.Lock()
         self._work = Path(store.scratch.path) / "build"
         self._work.mkdir(parents=True, exist_ok=True)
@@ -187,7 +188,7 @@ class BuildOps:
         self._secret_values: dict[str, bytes] | None = None
 
     def close(self) -> None:
-        if self._context is not None:
+        if self._context is not None and self._owns_context:
             self._context.close()
         shutil.rmtree(self._work, ignore_errors=True)
 
@@ -222,7 +223,7 @@ class BuildOps:
             cmd=tuple(c.cmd) if c.cmd is not None else None, shell=tuple(c.shell) if c.shell else None,
             exposed_ports=tuple(sorted(c.exposed_ports or ())), volumes=tuple(c.volumes or ()),
             labels=tuple(sorted((c.labels or {}).items())), stop_signal=c.stop_signal, healthcheck=hc,
-            on_build=(), author=cfg.author,
+            on_build=tuple(c.on_build or ()), author=cfg.author,
         )
         layers = tuple(LayerRef(diff_id, d.digest, d.size, d.media_type)
                        for diff_id, d in zip(image.diff_ids, image.layers))

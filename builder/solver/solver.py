@@ -12,6 +12,7 @@ runners in ``ops.py`` (file ops, the RUN executor, base-image resolution).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -44,6 +45,19 @@ from builder.solver.graph import BuildGraph, build_graph
 from builder.solver.metadata import apply_metadata, created_by
 from builder.solver.report import BuildReport, StepReport
 from builder.solver.state import HistoryEntry, StepState
+
+
+def parse_trigger(expression: str, df: Dockerfile, line: int) -> Instruction:
+    """An ONBUILD trigger from a base image's config, typed (reported at the FROM's line)."""
+    from builder.frontend import parse
+
+    text = ("# escape=`\n" if df.escape == "`" else "") + "FROM scratch\n" + expression + "\n"
+    try:
+        (instr,) = parse(text, df.filename).stages[0].instructions
+    except DockerfileError as exc:
+        raise DockerfileError(f"invalid ONBUILD trigger in the base image: {exc.message}", line=line,
+                              filename=df.filename) from None
+    return dataclasses.replace(instr, line=line, end_line=line)
 
 
 class BuildError(PybuildError):
@@ -133,8 +147,9 @@ class Solver:
 
         graph = build_graph(df, req.target, resolve=resolve)
         order = graph.stages()
-        self._step_reports: dict[tuple[int, int], StepReport] = {}
-        self._missed: dict[tuple[int, int], bool] = {}
+        self._step_reports: dict[tuple[int, int, int], StepReport] = {}
+        self._missed: dict[tuple[int, int, int], bool] = {}
+        self._last_slot: dict[int, tuple[int, int]] = {}
         futures: dict[int, Future] = {}
         used_args: set[str] = set(meta)
         used_lock = threading.Lock()
@@ -213,27 +228,37 @@ class Solver:
                               base_config=image_state.base_config)
             status = "CACHED" if image_state.layers or base.image == "scratch" else "DONE"
         self.progress.finished(num, status, time.monotonic() - t0)
-        self._record_step(req, stage, 0, base, inputs, state.key, status, time.monotonic() - t0, None)
+        self._record_step(req, stage, (0, 0), base, inputs, state.key, status, time.monotonic() - t0, None)
 
         scope = ExpansionScope(escape=df.escape, env=state.config.env_dict(), build_args=req.build_args,
                                meta_values=meta, filename=df.filename)
-        instructions = list(stage.instructions)
-        for pos, instr in enumerate(instructions, start=1):
+        # The base image's ONBUILD triggers run first, and are not inherited further.
+        triggers = state.config.on_build
+        if triggers:
+            state = dataclasses.replace(state, config=dataclasses.replace(state.config, on_build=()))
+            for i, expression in enumerate(triggers, start=1):
+                instr = parse_trigger(expression, df, stage.from_.line)
+                state = self._step(req, graph, stage, (0, i), scope.expand(instr), state, scope, futures,
+                                   no_cache)
+                scope.env = state.config.env_dict()
+        for pos, instr in enumerate(stage.instructions, start=1):
             for src in deps.reads.get(pos, ()):
                 futures[src].result()
             expanded = scope.expand(instr)
-            state = self._step(req, graph, stage, pos, expanded, state, scope, futures, no_cache)
+            state = self._step(req, graph, stage, (pos, 0), expanded, state, scope, futures, no_cache)
             scope.env = state.config.env_dict()
         return scope, state
 
     # ------------------------------------------------------------------ steps
 
-    def _step(self, req, graph, stage, pos, instr, parent: StepState, scope, futures, no_cache) -> StepState:
+    def _step(self, req, graph, stage, slot, instr, parent: StepState, scope, futures, no_cache) -> StepState:
         t0 = time.monotonic()
+        pos = slot[0]
         with self._num_lock:
             self._num += 1
             num = self._num
-        label = self._label(stage, pos)
+        label = self._label(stage, pos) if slot[1] == 0 else \
+            f"[{stage.name or f'stage-{stage.index}'} ONBUILD] {_first_line(instr)}"
         stage_results = {i: f.result() for i, f in futures.items()
                          if i in graph.deps[stage.index].reads.get(pos, ())}
         ctx = StepContext(stage, pos, instr, parent, scope, stage_results, label,
@@ -257,7 +282,7 @@ class Solver:
         if not owner:
             state = pending.result()
             self.progress.finished(num, "CACHED", time.monotonic() - t0)
-            self._record_step(req, stage, pos, instr, inputs, key, "CACHED", time.monotonic() - t0, None)
+            self._record_step(req, stage, slot, instr, inputs, key, "CACHED", time.monotonic() - t0, None)
             return state
         try:
             try:
@@ -273,7 +298,7 @@ class Solver:
             duration = time.monotonic() - t0
             message = str(exc)
             self.progress.finished(num, "ERROR", duration, message)
-            rep = self._record_step(req, stage, pos, instr, inputs, key, "ERROR", duration, None)
+            rep = self._record_step(req, stage, slot, instr, inputs, key, "ERROR", duration, None)
             rep.error = message
             rep.output_tail = list(getattr(exc, "output_tail", []) or [])
             if isinstance(exc, (PybuildError, DockerfileError)):
@@ -282,7 +307,7 @@ class Solver:
         pending.set_result(state)
         duration = time.monotonic() - t0
         self.progress.finished(num, status, duration)
-        self._record_step(req, stage, pos, instr, inputs, key, status, duration, saved)
+        self._record_step(req, stage, slot, instr, inputs, key, status, duration, saved)
         return state
 
     def _solve_step(self, ctx: StepContext, instr, inputs: KeyInputs, key: str, no_cache: bool):
@@ -307,12 +332,13 @@ class Solver:
 
     # ------------------------------------------------------------------ report
 
-    def _identity(self, req: BuildRequest, stage: Stage, pos: int) -> str:
-        ident = json.dumps([req.context_id, req.dockerfile.filename, stage.ref, pos])
+    def _identity(self, req: BuildRequest, stage: Stage, slot: tuple[int, int]) -> str:
+        ident = json.dumps([req.context_id, req.dockerfile.filename, stage.ref, list(slot)])
         return "step:" + hashlib.sha256(ident.encode()).hexdigest()
 
-    def _record_step(self, req, stage, pos, instr, inputs: KeyInputs, key, status, duration, saved) -> StepReport:
-        ident = self._identity(req, stage, pos)
+    def _record_step(self, req, stage, slot, instr, inputs: KeyInputs, key, status, duration, saved) -> StepReport:
+        ident = self._identity(req, stage, slot)
+        prev_slot = self._last_slot.get(stage.index)
         reason: MissReason | None = None
         if status in ("DONE", "ERROR"):
             previous = None
@@ -322,8 +348,9 @@ class Solver:
                     previous = KeyInputs.from_json(rec.result["inputs"])
                 except (KeyError, TypeError, ValueError):
                     previous = None
-            parent_missed = self._missed.get((stage.index, pos - 1), False) if pos > 0 else False
-            parent_rep = self._step_reports.get((stage.index, pos - 1))
+            prev = (stage.index, *prev_slot) if prev_slot is not None else None
+            parent_missed = self._missed.get(prev, False) if prev else False
+            parent_rep = self._step_reports.get(prev) if prev else None
             parent_name = f"{req.dockerfile.filename}:{parent_rep.line} {parent_rep.instruction}" \
                 if parent_rep else None
             if req.no_cache:
@@ -332,10 +359,11 @@ class Solver:
                 reason = MissReason("no_cache", f"--no-cache-filter names stage {stage.ref}")
             else:
                 reason = explain_miss(inputs, previous, parent_step=parent_name, parent_missed=parent_missed)
-        self._missed[(stage.index, pos)] = status in ("DONE", "ERROR")
+        self._missed[(stage.index, *slot)] = status in ("DONE", "ERROR")
+        self._last_slot[stage.index] = slot
         if status != "ERROR":
             self.store.index.cache_put(ident, {"inputs": inputs.to_json(), "key": key}, [])
         rep = StepReport(stage=stage.ref, line=instr.line, instruction=_first_line(instr), status=status,
                          duration_s=duration, cache_key=key, miss_reason=reason, saved_s=saved)
-        self._step_reports[(stage.index, pos)] = rep
+        self._step_reports[(stage.index, *slot)] = rep
         return rep

@@ -135,3 +135,19 @@ def test_run_sees_build_args_and_env(bbuilder, tmp_path):
     assert (root / "ab").read_text() == "fromarg fromenv\n"
     env = bbuilder.config(image_id)["config"]["Env"]
     assert "B=fromenv" in env and not any(e.startswith("A=") for e in env)  # ARGs are not persisted
+
+
+def test_onbuild_triggers_run_in_the_child_build(bbuilder, tmp_path):
+    bbuilder.write("Dockerfile", "FROM busybox\nONBUILD COPY trigger.txt /from-trigger.txt\n"
+                                 "ONBUILD RUN echo ran > /trigger-ran\n")
+    bbuilder.build(tags=["onbuild-base:1"])
+    bbuilder.write("trigger.txt", "copied by the trigger\n")
+    bbuilder.write("Dockerfile", "FROM onbuild-base:1\nRUN cat /trigger-ran\n")
+    image_id, report = bbuilder.build()
+    root = image_tree(bbuilder, image_id, tmp_path / "rootfs")
+    assert (root / "from-trigger.txt").read_text() == "copied by the trigger\n"
+    assert (root / "trigger-ran").read_text() == "ran\n"
+    assert [s.instruction for s in report.steps][:3] == [
+        "FROM onbuild-base:1", "COPY trigger.txt /from-trigger.txt", "RUN echo ran > /trigger-ran"]
+    # Triggers are consumed: the child image has none.
+    assert "OnBuild" not in bbuilder.config(image_id)["config"]
