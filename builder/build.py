@@ -18,7 +18,7 @@ from builder.errors import PybuildError, UsageError
 @dataclass
 class BuildOptions:
     context: str = "."
-    dockerfile: Path = Path("Dockerfile")
+    dockerfile: Path | None = Path("Dockerfile")  # None: "Dockerfile" inside a stdin context tar
     tags: list[str] = field(default_factory=list)
     target: str | None = None
     build_args: dict[str, str] = field(default_factory=dict)
@@ -80,22 +80,19 @@ def run(options: BuildOptions) -> str:
     from builder.solver.solver import BuildRequest, Solver
     from builder.store.store import ContentStore
 
-    try:
-        data = options.dockerfile.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{options.dockerfile}: no such file (give the Dockerfile with -f)") from None
-    except IsADirectoryError:
-        raise UsageError(f"{options.dockerfile}: is a directory") from None
-    dockerfile = parse(data, str(options.dockerfile))
     outputs = parse_outputs(options.outputs)
     platform = options.platform or str(Platform.host())
-
-    progress = make_progress(options.progress)
     store = ContentStore(options.root)
+    context = None
+    progress = None
     report = None
     try:
+        if options.context == "-":
+            context = _stdin_context(store, options)
+        dockerfile = parse(_read_dockerfile(options, context), str(options.dockerfile or "Dockerfile"))
+        progress = make_progress(options.progress)
         with store.lease():
-            ops = BuildOps(store, options, dockerfile, progress)
+            ops = BuildOps(store, options, dockerfile, progress, context=context)
             solver = Solver(store, ops, progress)
             request = BuildRequest(
                 dockerfile=dockerfile, target=options.target, build_args=options.build_args,
@@ -117,10 +114,38 @@ def run(options: BuildOptions) -> str:
         _write_metadata(options, image)
         return image.id
     finally:
-        progress.close()
-        if report is not None:
-            _save_report(options, report, progress)
+        if progress is not None:
+            progress.close()
+            if report is not None:
+                _save_report(options, report, progress)
+        if context is not None:
+            context.close()
         store.close()
+
+
+def _stdin_context(store, options: BuildOptions):
+    """``pybuild build -`` reads the context as a tar from standard input."""
+    import sys
+
+    from builder.context import BuildContext
+
+    name = options.dockerfile.name if options.dockerfile is not None else "Dockerfile"
+    return BuildContext.from_tar(sys.stdin.buffer, dockerfile_name=name, tmp_dir=store.scratch.path)
+
+
+def _read_dockerfile(options: BuildOptions, context) -> bytes:
+    path = options.dockerfile
+    if context is not None:
+        inside = context.root / (path.name if path is not None else "Dockerfile")
+        if path is None or (not path.exists() and inside.is_file()):
+            path = inside
+    assert path is not None
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file (give the Dockerfile with -f)") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory") from None
 
 
 def _save_report(options: BuildOptions, report, progress) -> None:

@@ -62,13 +62,14 @@ def parse_kv_list(values: list[str], what: str, *, env_fallback: bool = False) -
     return out
 
 
-def _dockerfile_path(args: argparse.Namespace) -> Path:
+def _dockerfile_path(args: argparse.Namespace) -> Path | None:
+    """The Dockerfile; None means "Dockerfile" inside a context tar read from stdin."""
     if args.file == "-":
-        raise UsageError("a Dockerfile on stdin is not supported yet; give it with -f FILE")
+        raise UsageError("a Dockerfile on stdin is not supported; give it with -f FILE")
+    if args.path == "-":
+        return Path(args.file) if args.file else None
     if args.file:
         return Path(args.file)
-    if args.path == "-":
-        raise UsageError("with a context on stdin, give the Dockerfile with -f")
     return Path(args.path) / "Dockerfile"
 
 

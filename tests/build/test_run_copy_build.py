@@ -151,3 +151,19 @@ def test_onbuild_triggers_run_in_the_child_build(bbuilder, tmp_path):
         "FROM onbuild-base:1", "COPY trigger.txt /from-trigger.txt", "RUN echo ran > /trigger-ran"]
     # Triggers are consumed: the child image has none.
     assert "OnBuild" not in bbuilder.config(image_id)["config"]
+
+
+def test_context_tar_on_stdin_hits_the_same_cache(bbuilder):
+    import io
+    import subprocess
+    import sys
+
+    write_context(bbuilder)
+    bbuilder.build()
+    tar = subprocess.run(["tar", "-C", str(bbuilder.context), "-c", "."], check=True, capture_output=True).stdout
+    proc = subprocess.run([sys.executable, "-m", "builder", "build", "--root", str(bbuilder.root),
+                           "--progress", "plain", "-"], input=tar, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    err = proc.stderr.decode()
+    # Keys are content-based: the same files from a tar are the same cache keys.
+    assert "0 built" in err and "DONE" not in err.replace("0 built", "")
