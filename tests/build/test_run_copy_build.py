@@ -167,3 +167,25 @@ def test_context_tar_on_stdin_hits_the_same_cache(bbuilder):
     err = proc.stderr.decode()
     # Keys are content-based: the same files from a tar are the same cache keys.
     assert "0 built" in err and "DONE" not in err.replace("0 built", "")
+
+
+def test_killed_build_keeps_finished_steps(bbuilder):
+    import signal
+    import subprocess
+    import sys
+
+    bbuilder.write("Dockerfile", "FROM busybox\nRUN echo one > /one\nRUN sleep 60\n")
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "build", "--root", str(bbuilder.root),
+                             "--progress", "plain", str(bbuilder.context)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "RUN sleep 60" in line:  # the first RUN is done and recorded
+                break
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    bbuilder.write("Dockerfile", "FROM busybox\nRUN echo one > /one\nRUN true\n")
+    _, report = bbuilder.build()
+    assert [s.status for s in report.steps] == ["CACHED", "CACHED", "DONE"]
