@@ -430,8 +430,6 @@ def default_spec(rootless: bool = False, uid: int = 0, gid: int = 0) -> dict[str
             if m["destination"] == "/sys":
                 # sysfs cannot be mounted without owning the network namespace.
                 m = {"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
-            elif m["destination"] == "/sys/fs/cgroup":
-                continue
             elif m["destination"] == "/dev/pts":
                 m = dict(m, options=[o for o in m["options"] if o != "gid=5"])
             elif m["destination"] == "/dev/mqueue":

@@ -254,3 +254,13 @@ def test_spec_writes_runc_default(tmp_path, runc_spec, pybuild_runc) -> None:
     assert json.loads((tmp_path / "config.json").read_text()) == runc_spec
     again = pybuild_runc("spec", "--bundle", str(tmp_path))
     assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_spec_rootless_writes_runc_rootless_default(tmp_path, pybuild_runc) -> None:
+    import subprocess
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir()
+    theirs.mkdir()
+    subprocess.run(["runc", "spec", "--rootless"], cwd=theirs, check=True)
+    assert pybuild_runc("spec", "--rootless", "--bundle", str(ours)).returncode == 0
+    assert json.loads((ours / "config.json").read_text()) == json.loads((theirs / "config.json").read_text())
