@@ -255,6 +255,13 @@ def _load(args: argparse.Namespace) -> int:
         source = sys.stdin.buffer
     with open_store_for(args) as store:
         loaded = load_archive(store, source)
+        if not args.quiet:
+            for image in loaded:
+                for name, old in image.replaced:
+                    record = store.index.image(old)
+                    old_id = record.config_digest if record and record.config_digest else old
+                    print(f"The image {familiar_name(name)} already exists, renaming the old one with ID "
+                          f"{old_id} to empty string")
     if not args.quiet:
         for image in loaded:
             if image.names:

@@ -52,9 +52,7 @@ def load_docker_archive(store: ContentStore, archive: TarArchive) -> list[Loaded
             digest, config_digest = _load_one(store, archive, entry["Config"], entry["Layers"], where)
             item = loaded.setdefault(digest, LoadedImage(digest, config_digest))
             for name in names:
-                store.index.set_ref(name, digest)
-                if name not in item.names:
-                    item.names.append(name)
+                item.take_name(store, name)
     return list(loaded.values())
 
 

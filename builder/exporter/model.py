@@ -20,3 +20,13 @@ class LoadedImage:
     digest: str
     id: str | None
     names: list[str] = field(default_factory=list)
+    replaced: list[tuple[str, str]] = field(default_factory=list)  # (name, digest it pointed at before)
+
+    def take_name(self, store, name: str) -> None:
+        """Point ``name`` at this image, remembering the image it named before (if another)."""
+        old = store.index.get_ref(name)
+        if old is not None and old != self.digest:
+            self.replaced.append((name, old))
+        store.index.set_ref(name, self.digest)
+        if name not in self.names:
+            self.names.append(name)

@@ -53,9 +53,7 @@ def load_oci_layout(store: ContentStore, archive: TarArchive) -> list[LoadedImag
             item = loaded.setdefault(entry.digest, LoadedImage(entry.digest, record.config_digest))
             name = _name_from(entry)
             if name is not None:
-                store.index.set_ref(name, entry.digest)
-                if name not in item.names:
-                    item.names.append(name)
+                item.take_name(store, name)
     if not loaded:
         raise ArchiveError(f"{archive.source}: index.json lists no image manifests")
     return list(loaded.values())

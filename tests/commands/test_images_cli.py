@@ -143,3 +143,22 @@ def test_inspect_format_templates(capsys, root, busybox_archive):
     code, out, _ = cli(capsys, root, "images", "--format", "json")
     row = json.loads(out)
     assert (row["Repository"], row["Tag"]) == ("busybox", "latest") and row["ID"].startswith("sha256:")
+
+
+def test_loading_over_an_existing_name_says_what_it_replaced(capsys, root, busybox_archive, tmp_path):
+    cli(capsys, root, "load", "-i", str(busybox_archive))
+    code, out, _ = cli(capsys, root, "inspect", "-f", "{{.Id}}", "busybox")
+    old_id = out.strip()
+    other = tmp_path / "other.tar"
+    with ContentStore(tmp_path / "elsewhere") as store:
+        from builder.exporter import save_to_path
+        from tests.store.conftest import load_make_busybox
+
+        load_make_busybox().make_image(store, epoch=1_700_000_000)  # same files, other times: another image
+        save_to_path(store, ["busybox"], str(other))
+    code, out, _ = cli(capsys, root, "load", "-i", str(other))
+    assert out.splitlines() == [
+        f"The image busybox:latest already exists, renaming the old one with ID {old_id} to empty string",
+        "Loaded image: busybox:latest"]
+    code, out, _ = cli(capsys, root, "images")
+    assert [line.split()[:2] for line in out.splitlines()[1:]] == [["busybox", "latest"], ["<none>", "<none>"]]
