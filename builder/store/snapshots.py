@@ -131,15 +131,16 @@ def _unpack(blob: BinaryIO, media_type: str, target: Path, diff_id: str) -> None
     stream = open_layer_stream(blob, media_type)
     try:
         reader = _HashingReader(stream)
-        apply_layer(reader, target, mt.OCI_LAYER_TAR)
+        stats = apply_layer(reader, target, mt.OCI_LAYER_TAR)
         got = reader.drain()
     finally:
         if stream is not blob:
             stream.close()
     if got != diff_id:
         raise DigestMismatchError(f"layer {diff_id[:19]} unpacks to {got[:19]}: the blob is corrupt")
-    blob.seek(0)
-    _mark_whiteouts(blob, media_type, target)
+    if stats.whiteouts:  # most layers have none: no second pass for them
+        blob.seek(0)
+        _mark_whiteouts(blob, media_type, target)
 
 
 def _mark_whiteouts(blob: BinaryIO, media_type: str, target: Path) -> None:
