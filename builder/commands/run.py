@@ -5,7 +5,8 @@ layers of an overlay (``builder.snapshot``) with a fresh upper directory; the
 image config becomes a config.json (``builder.runtime.imagespec``) in a
 bundle next to it, and a runc-compatible runtime runs it — pybuild-runc in
 this process by default, or ``--runtime runc|crun|PATH``. Each container
-keeps ``STATE/containers/<id>/{container.json,bundle,snap,volumes,output.log}``.
+keeps ``STATE/containers/<id>/{container.json,config.json,rootfs,snap,volumes,output.log}``
+(the directory is the container's OCI bundle).
 """
 from __future__ import annotations
 
@@ -165,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
     snap = None
     try:
         parents = store.image_snapshots(image)
-        snap = snapshotter.prepare(parents)
+        snap = snapshotter.prepare(parents, target=directory / "rootfs")
         volume_dirs = {}
         for i, vol in enumerate(sorted(cfg.volumes or [])):
             host_dir = directory / "volumes" / str(i)
@@ -184,8 +185,9 @@ def _run(args: argparse.Namespace) -> int:
             binds=_parse_volumes(args.volume), tmpfs=list(args.tmpfs), volume_dirs=volume_dirs,
         )
         doc = build(str(snap.mount_dir), defaults, req)
-        bundle = directory / "bundle"
-        bundle.mkdir()
+        # The container directory is the bundle; the rootfs is inside it, as the bundle format asks.
+        bundle = directory
+        doc["root"]["path"] = os.path.relpath(snap.mount_dir, bundle)
         (bundle / "config.json").write_text(json.dumps(doc, indent=2))
         runtime_root = root / "runtime" / (args.runtime if not runtime_argv else Path(runtime_argv[0]).name)
         record = ContainerRecord(
@@ -338,7 +340,7 @@ def _delete_runtime_state(record: ContainerRecord) -> None:
 
 def _unmount(directory: Path, record: ContainerRecord) -> None:
     from builder.snapshot import overlay
-    merged = directory / "snap" / record.snapshot_id / "merged"
+    merged = directory / "rootfs"
     if record.snapshot_kind == "overlay" and overlay.is_mounted(str(merged)):
         overlay.unmount(str(merged))
 

@@ -52,17 +52,24 @@ class Snapshotter:
         self.root = Path(root)
         self.mode = mode
 
-    def prepare(self, parents: list[Path]) -> Snapshot:
-        """A writable snapshot over ``parents`` (bottom first, as an image's layers are listed)."""
+    def prepare(self, parents: list[Path], target: Path | None = None) -> Snapshot:
+        """A writable snapshot over ``parents`` (bottom first, as an image's layers are listed).
+
+        ``target``: where the root filesystem appears (an empty or missing
+        directory, e.g. a bundle's ``rootfs``); by default inside the snapshot.
+        """
         for p in parents:
             if not Path(p).is_dir():
                 raise SnapshotError(f"snapshot parent {p} is not a directory")
         sid = uuid.uuid4().hex[:16]
         base = self.root / sid
-        merged, upper, work = base / "merged", base / "upper", base / "work"
+        merged, upper, work = Path(target) if target else base / "merged", base / "upper", base / "work"
+        if target is not None and merged.exists() and any(merged.iterdir()):
+            raise SnapshotError(f"snapshot target {merged} is not empty")
         try:
-            for d in (merged, upper, work):
+            for d in (upper, work):
                 d.mkdir(parents=True)
+            merged.mkdir(parents=True, exist_ok=True)
             os.chmod(upper, 0o755)
         except OSError as e:
             raise SnapshotError(f"cannot create snapshot under {self.root}: {e.strerror}") from None
@@ -74,6 +81,8 @@ class Snapshotter:
             except OSError as e:
                 if self.mode == "overlay":
                     shutil.rmtree(base, ignore_errors=True)
+                    if target is not None:
+                        shutil.rmtree(merged, ignore_errors=True)
                     raise SnapshotError(f"overlay mount failed: {e.strerror or e}") from None
         snap.kind = "copy"
         shutil.rmtree(work, ignore_errors=True)
@@ -82,6 +91,8 @@ class Snapshotter:
                 copytree.apply(str(parent), str(merged))
         except OSError as e:
             shutil.rmtree(base, ignore_errors=True)
+            if target is not None:
+                shutil.rmtree(merged, ignore_errors=True)
             raise SnapshotError(f"copying snapshot parents: {e}") from None
         snap._record = copytree.record(str(merged))
         return snap
@@ -113,4 +124,8 @@ class Snapshotter:
             except OSError as e:
                 if e.errno != errno.ENOENT:
                     raise SnapshotError(f"cannot unmount {snap.mount_dir}: {e.strerror}") from None
+        if snap.kind == "overlay" and overlay.is_mounted(str(snap.mount_dir)):
+            raise SnapshotError(f"{snap.mount_dir} is still mounted; not removing it")
+        if not str(snap.mount_dir).startswith(str(base) + os.sep):
+            shutil.rmtree(snap.mount_dir, ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)
