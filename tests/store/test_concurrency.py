@@ -133,3 +133,37 @@ def test_processes_asking_for_one_snapshot_at_once_unpack_it_once(busybox_image,
     assert len(paths) == 1
     assert [row[0] for row in store.index.snapshots()] == [diff_id]
     assert os.path.isfile(os.path.join(paths.pop(), "bin", "busybox"))
+
+
+CHURN = textwrap.dedent("""
+    import sys
+    from builder.exporter import load_archive
+    from builder.store import ContentStore
+    root, archive, role, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    with ContentStore(root) as store:
+        for i in range(rounds):
+            if role == "load":
+                load_archive(store, archive)
+                store.tag("busybox", "churn:%d" % i)
+                store.untag("churn:%d" % i)
+            else:
+                store.prune(timeout=60)
+    print("ok")
+""")
+
+
+def test_loads_tags_and_prunes_running_together_keep_the_store_whole(tmp_path, busybox_archive):
+    root = tmp_path / "store"
+    procs = [subprocess.Popen([sys.executable, "-c", CHURN, str(root), str(busybox_archive), role, "6"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for role in ("load", "load", "load", "prune", "prune")]
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err.decode()[-2000:]
+    with ContentStore(root) as store:
+        image = store.get_image("busybox")
+        for digest in [image.digest, image.id] + [layer.digest for layer in image.layers]:
+            with store.open_blob(digest) as fh:
+                assert "sha256:" + hashlib.sha256(fh.read()).hexdigest() == digest
+        assert [r.name for r in store.list_images()] == ["docker.io/library/busybox:latest"]
+        assert store.prune().blobs == []
