@@ -233,11 +233,37 @@ def write_output(store, image, out: dict[str, str], options: BuildOptions) -> No
         save_to_path(store, options.tags[:1] or [image.digest], out["dest"], fmt=kind)
         return
     if kind in ("local", "tar"):
-        from builder.exporter.local import export_local
-
-        export_local(store, image, out["dest"], as_tar=kind == "tar")
+        export_rootfs(store, image, out["dest"], as_tar=kind == "tar")
         return
     raise PybuildError(f"--output type={kind} is not supported yet")
+
+
+def export_rootfs(store, image, dest: str, *, as_tar: bool) -> None:
+    """``--output type=local,dest=DIR`` (the final file tree) or ``type=tar,dest=FILE`` (as one tar)."""
+    import shutil
+    import tempfile
+
+    from builder.image import mediatypes as mt
+    from builder.image.layer import LayerWriter
+
+    if not as_tar:
+        target = Path(dest)
+        if target.exists() and any(target.iterdir()):
+            raise UsageError(f"--output type=local: {target} is not empty")
+        target.mkdir(parents=True, exist_ok=True)
+        store.unpack_image(image, target)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="rootfs-", dir=store.scratch.path))
+    try:
+        store.unpack_image(image, tmp)
+        out_path = Path(dest)
+        part = out_path.with_name(f".{out_path.name}.pybuild-tmp")
+        with open(part, "wb") as fh:
+            LayerWriter(compression=mt.UNCOMPRESSED,
+                        source_date_epoch=source_date_epoch()).write(tmp, fh)
+        part.replace(out_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_iidfile(options: BuildOptions, image_id: str) -> None:

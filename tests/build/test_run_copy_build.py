@@ -189,3 +189,23 @@ def test_killed_build_keeps_finished_steps(bbuilder):
     bbuilder.write("Dockerfile", "FROM busybox\nRUN echo one > /one\nRUN true\n")
     _, report = bbuilder.build()
     assert [s.status for s in report.steps] == ["CACHED", "CACHED", "DONE"]
+
+
+def test_local_and_tar_outputs_and_report_command(bbuilder, tmp_path, capsys):
+    import tarfile
+
+    from builder.cli import main
+
+    write_context(bbuilder)
+    local, tar = tmp_path / "out-dir", tmp_path / "rootfs.tar"
+    bbuilder.build(outputs=[f"type=local,dest={local}", f"type=tar,dest={tar}"])
+    assert (local / "result" / "out.txt").read_text() == "hello app\nbuilt\n"
+    with tarfile.open(tar) as tf:
+        member = tf.extractfile("result/out.txt")
+        assert member.read() == b"hello app\nbuilt\n"
+    # `pybuild report` shows the last build of this store as a table, and as JSON.
+    assert main(["--root", str(bbuilder.root), "report"]) == 0
+    out = capsys.readouterr().out
+    assert "COPY app.txt conf/ ./" in out and "DONE" in out
+    assert main(["--root", str(bbuilder.root), "report", "--format", "json"]) == 0
+    assert '"schema": "pybuild.report/v1"' in capsys.readouterr().out
