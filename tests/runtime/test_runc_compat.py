@@ -60,6 +60,17 @@ CASES = {
                     _add_mount({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
                                 "options": ["nosuid", "nodev", "size=1m", "mode=1777"]})),
     "no-network": (SH + ["cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '"], None),
+    "sysctl": (SH + ["cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni"],
+               _set("linux.sysctl", {"net.ipv4.ip_forward": "1", "kernel.shmmni": "1234"})),
+    "devices": (SH + ["ls -l /dev/fuse /dev/loop-control | cut -c1-10,30-; head -c 4 /dev/zero | wc -c"],
+                _set("linux.devices", [
+                    {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o600, "uid": 0, "gid": 0},
+                    {"path": "/dev/loop-control", "type": "c", "major": 10, "minor": 237, "fileMode": 0o660, "uid": 0, "gid": 6}])),
+    "user-namespace": (SH + ["id; cat /proc/self/uid_map /proc/self/gid_map; grep CapEff /proc/self/status; "
+                             "echo x > /dev/shm/f && stat -c '%u %g' /dev/shm/f"],
+                       _all(lambda d: d["linux"]["namespaces"].append({"type": "user"}),
+                            _set("linux.uidMappings", [{"containerID": 0, "hostID": 100000, "size": 65536}]),
+                            _set("linux.gidMappings", [{"containerID": 0, "hostID": 100000, "size": 65536}]))),
     "pid-namespace": (SH + ["echo $$; tr '\\0' ' ' < /proc/1/cmdline"], None),
 }
 

@@ -264,3 +264,92 @@ def test_spec_rootless_writes_runc_rootless_default(tmp_path, pybuild_runc) -> N
     subprocess.run(["runc", "spec", "--rootless"], cwd=theirs, check=True)
     assert pybuild_runc("spec", "--rootless", "--bundle", str(ours)).returncode == 0
     assert json.loads((ours / "config.json").read_text()) == json.loads((theirs / "config.json").read_text())
+
+
+def test_joining_namespaces_by_path(make_bundle, pybuild_runc) -> None:
+    first = make_bundle(["sleep", "60"], lambda d: d.update(hostname="shared-uts"))
+    assert pybuild_runc.detached("run", "-d", "-b", str(first), "owner").returncode == 0
+    try:
+        pid = _state(pybuild_runc, "owner")["pid"]
+
+        def join(doc: dict) -> None:
+            doc.pop("hostname", None)
+            doc["linux"]["namespaces"] = [
+                {"type": "mount"}, {"type": "pid"},
+                {"type": "uts", "path": f"/proc/{pid}/ns/uts"},
+                {"type": "network", "path": f"/proc/{pid}/ns/net"},
+                {"type": "ipc", "path": f"/proc/{pid}/ns/ipc"},
+            ]
+        res = pybuild_runc("run", "-b", str(make_bundle(["sh", "-c", "hostname; readlink /proc/self/ns/net"], join)), "joiner")
+        assert res.returncode == 0, res.stderr
+        hostname, netns = res.stdout.split()
+        assert hostname == "shared-uts"
+        assert netns == os.readlink(f"/proc/{pid}/ns/net")
+    finally:
+        pybuild_runc("delete", "-f", "owner")
+
+
+def test_terminal_gets_a_pty(make_bundle, pybuild_runc) -> None:
+    import pty
+    import subprocess
+    bundle = make_bundle(["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size"],
+                         lambda d: d["process"].update(terminal=True))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*pybuild_runc.argv, "--root", str(pybuild_runc.state_root), "run", "-b", str(bundle), "tty"],
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=30)
+    os.close(master)
+    out = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, out
+    assert "is-a-tty" in out
+
+
+def test_create_with_terminal_needs_a_console_socket(make_bundle, pybuild_runc) -> None:
+    bundle = make_bundle(["sh"], lambda d: d["process"].update(terminal=True))
+    res = pybuild_runc("create", "-b", str(bundle), "noconsole")
+    assert res.returncode != 0 and "--console-socket" in res.stderr
+
+
+def test_console_socket_receives_the_pty_master(tmp_path, make_bundle, pybuild_runc) -> None:
+    import socket
+    import threading
+    sock_path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sock_path)
+    server.listen(1)
+    received: list[int] = []
+
+    def accept() -> None:
+        conn, _ = server.accept()
+        with conn:
+            _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+            received.extend(fds)
+    t = threading.Thread(target=accept)
+    t.start()
+    bundle = make_bundle(["sh", "-c", "echo through-the-pty; sleep 60"], lambda d: d["process"].update(terminal=True))
+    try:
+        res = pybuild_runc.detached("create", "-b", str(bundle), "--console-socket", sock_path, "con")
+        assert res.returncode == 0, res.stderr
+        t.join(timeout=10)
+        assert len(received) == 1
+        assert pybuild_runc.detached("start", "con").returncode == 0
+        data = b""
+        deadline = time.monotonic() + 10
+        while b"through-the-pty" not in data and time.monotonic() < deadline:
+            data += os.read(received[0], 4096)
+        assert b"through-the-pty" in data
+    finally:
+        pybuild_runc("delete", "-f", "con")
+        server.close()
+        for fd in received:
+            os.close(fd)
