@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--no-trunc", action="store_true", help="do not shorten IDs")
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table (default) or json: one JSON object per line")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="dangling=true|false, or reference=PATTERN (shell glob on the short name); repeatable")
     add_root_argument(p)
     p.set_defaults(func=_images)
 
@@ -106,6 +108,31 @@ def print_table(rows: list[list[str]]) -> None:
 
 # ---------------------------------------------------------------- commands
 
+def image_filter(filters: list[str]):
+    """A predicate on ``ImageSummary`` rows from docker-style ``--filter`` options."""
+    import fnmatch
+
+    from builder.store.names import familiar_name
+
+    tests = []
+    for text in filters:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise UsageError(f"bad filter {text!r}: expected KEY=VALUE")
+        if key == "dangling":
+            if value not in ("true", "false"):
+                raise UsageError(f"bad filter {text!r}: dangling is true or false")
+            want = value == "true"
+            tests.append(lambda s, want=want: (s.name is None) == want)
+        elif key == "reference":
+            tests.append(lambda s, pattern=value: s.name is not None and (
+                fnmatch.fnmatchcase(familiar_name(s.name), pattern)
+                or fnmatch.fnmatchcase(familiar_name(s.name).rpartition(":")[0], pattern)))
+        else:
+            raise UsageError(f"unsupported filter {key!r}: use dangling=true|false or reference=PATTERN")
+    return lambda s: all(test(s) for test in tests)
+
+
 def _images(args: argparse.Namespace) -> int:
     from builder.store.names import parse_reference, split_name
 
@@ -113,10 +140,13 @@ def _images(args: argparse.Namespace) -> int:
     if args.repository:
         ref = parse_reference(args.repository, default_tag=False)
         want_repo, want_tag = ref.name, ref.tag
+    keep = image_filter(args.filter)
     with open_store_for(args) as store:
         summaries = store.list_images()
     rows = []
     for s in summaries:
+        if not keep(s):
+            continue
         if s.name is None:
             repo, tag = "<none>", "<none>"
             if want_repo:

@@ -112,6 +112,8 @@ def test_system_df_and_prune(capsys, root, busybox_archive):
     (["save", "-o", "/nonexistent-dir/x.tar", "busybox"], ["cannot write"]),
     (["inspect", "--platform", "bogus", "busybox"], ["invalid platform"]),
     (["system"], ["df or prune"]),
+    (["images", "-f", "color=blue"], ["unsupported filter 'color'"]),
+    (["images", "-f", "dangling"], ["expected KEY=VALUE"]),
     (["inspect", "-f", "{{.Nope}}", "busybox"], ["no field 'Nope'"]),
     (["inspect", "-f", "{{range .RepoTags}}", "busybox"], ["unsupported template"]),
 ])
@@ -162,3 +164,25 @@ def test_loading_over_an_existing_name_says_what_it_replaced(capsys, root, busyb
         "Loaded image: busybox:latest"]
     code, out, _ = cli(capsys, root, "images")
     assert [line.split()[:2] for line in out.splitlines()[1:]] == [["busybox", "latest"], ["<none>", "<none>"]]
+
+
+def test_images_filters(capsys, root, busybox_archive, tmp_path):
+    cli(capsys, root, "load", "-i", str(busybox_archive))
+    with ContentStore(tmp_path / "elsewhere") as store:
+        from builder.exporter import save_to_path
+        from tests.store.conftest import load_make_busybox
+
+        load_make_busybox().make_image(store, epoch=1_700_000_000)
+        save_to_path(store, ["busybox"], str(tmp_path / "newer.tar"))
+    cli(capsys, root, "load", "-i", str(tmp_path / "newer.tar"))  # the old busybox is left without a name
+    cli(capsys, root, "tag", "busybox", "tools/bb:1")
+
+    def names(*filters):
+        code, out, _ = cli(capsys, root, "images", *[a for f in filters for a in ("-f", f)])
+        assert code == 0
+        return [" ".join(line.split()[:2]) for line in out.splitlines()[1:]]
+
+    assert names("dangling=true") == ["<none> <none>"]
+    assert names("dangling=false") == ["busybox latest", "tools/bb 1"]
+    assert names("reference=tools/*") == ["tools/bb 1"]
+    assert names("reference=busybox:lat*") == ["busybox latest"]
