@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.context.errors import ContextError
+from builder.context.rmtree import remove_tree
 from builder.context.source import BLOCK, CHAR, DIR, FIFO, FILE, SYMLINK, Entry, Selection
 
 _CHUNK = 1 << 20
@@ -50,19 +50,20 @@ class _Target:
 
     def ensure_dir(self, rel: str, mode: int = 0o755) -> None:
         """Make ``rel`` (and its parents) real directories, replacing anything else there."""
-        if rel in self.real_dirs:
-            return
-        parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
-        self.ensure_dir(parent)
-        path = self.path(rel)
-        try:
-            st = os.lstat(path)
-            if not stat.S_ISDIR(st.st_mode):
-                os.unlink(path)  # a file or symlink in the way: replaced, never followed
+        missing: list[str] = []
+        while rel not in self.real_dirs:
+            missing.append(rel)
+            rel = rel.rsplit("/", 1)[0] if "/" in rel else ""
+        for rel in reversed(missing):  # top down
+            path = self.path(rel)
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISDIR(st.st_mode):
+                    os.unlink(path)  # a file or symlink in the way: replaced, never followed
+                    os.mkdir(path, mode)
+            except FileNotFoundError:
                 os.mkdir(path, mode)
-        except FileNotFoundError:
-            os.mkdir(path, mode)
-        self.real_dirs.add(rel)
+            self.real_dirs.add(rel)
 
     def clear(self, rel: str) -> str:
         """Make room for a non-directory at ``rel``; returns its path."""
@@ -74,7 +75,7 @@ class _Target:
         except FileNotFoundError:
             return path
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(path)
+            remove_tree(path)
             self.real_dirs = {d for d in self.real_dirs if d != rel and not d.startswith(rel + "/")}
         else:
             os.unlink(path)

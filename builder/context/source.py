@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -39,6 +38,7 @@ from builder.context.errors import ContextError, SourceNotFound
 from builder.context.gopath import compile_match, contains_wildcards, go_clean, unescape
 from builder.context.hashing import FileHasher, HashStats
 from builder.context.metacache import MetadataCache
+from builder.context.rmtree import remove_tree
 from builder.context.scoped import NotInRoot, Resolved, resolve
 
 FILE, DIR, SYMLINK, FIFO, CHAR, BLOCK = "file", "dir", "symlink", "fifo", "char", "block"
@@ -144,6 +144,20 @@ class Selection:
 _Raw = tuple[str, str, os.stat_result, str, str]
 
 
+@dataclass(eq=False)
+class _Frame:
+    """One directory being listed by the walk."""
+
+    rel: str
+    dest: str
+    info: MatchInfo
+    exclude_info: MatchInfo
+    children: list[os.DirEntry]
+    head: _Raw | None  # an ignored directory: emitted only if something below is
+    out: list[_Raw]
+    next: int = 0
+
+
 class BuildContext:
     """A directory (or an extracted tar) that COPY/ADD sources come from."""
 
@@ -212,7 +226,7 @@ class BuildContext:
             ignore = load_ignore(target, target / dockerfile_name)
             return cls(target, ignore, workers=workers, owned_tempdir=target)
         except BaseException:
-            shutil.rmtree(target, ignore_errors=True)
+            remove_tree(target, ignore_errors=True)
             raise
 
     def close(self) -> None:
@@ -220,7 +234,7 @@ class BuildContext:
         if self.cache is not None:
             self.cache.close()
         if self._owned_tempdir is not None:
-            shutil.rmtree(self._owned_tempdir, ignore_errors=True)
+            remove_tree(self._owned_tempdir, ignore_errors=True)
             self._owned_tempdir = None
 
     def __enter__(self) -> "BuildContext":
@@ -441,31 +455,47 @@ class BuildContext:
         self._walk_children(rel, dest, info, exclude, exclude_info, out)
         return out
 
+    def _list_dir(self, rel: str) -> list[os.DirEntry]:
+        try:
+            with os.scandir(self._abs(rel)) as it:
+                return sorted(it, key=lambda d: d.name)
+        except OSError as exc:
+            err = ContextError(f"cannot read directory {rel!r} in the build context: {exc.strerror}")
+            err.hint = "make it readable, or exclude it in .dockerignore"
+            raise err from None
+
     def _walk_children(self, rel: str, dest: str, info: MatchInfo, exclude: IgnoreMatcher | None,
                        exclude_info: MatchInfo, out: list[_Raw]) -> None:
         """Append what is visible under ``rel``, depth first, sorted by name.
 
         An ignored (or ``--exclude``d) directory that cannot be skipped is
         appended only if something under it is re-included, as its parent.
+        An explicit stack rather than recursion: a hostile context may be
+        thousands of directories deep.
         """
-        try:
-            with os.scandir(self._abs(rel)) as it:
-                children = sorted(it, key=lambda d: d.name)
-        except OSError as exc:
-            err = ContextError(f"cannot read directory {rel!r} in the build context: {exc.strerror}")
-            err.hint = "make it readable, or exclude it in .dockerignore"
-            raise err from None
         ignore = self.ignore if self.ignore else None
-        for child in children:
+        stack = [_Frame(rel, dest, info, exclude_info, self._list_dir(rel), None, out)]
+        while stack:
+            frame = stack[-1]
+            if frame.next >= len(frame.children):
+                stack.pop()
+                if frame.head is not None and frame.out:
+                    # An ignored directory with something re-included below it.
+                    parent_out = stack[-1].out if stack else out
+                    parent_out.append(frame.head)
+                    parent_out.extend(frame.out)
+                continue
+            child = frame.children[frame.next]
+            frame.next += 1
             name = child.name
-            child_rel = name if rel == "." else f"{rel}/{name}"
-            child_dest = f"{dest}/{name}" if dest else name
+            child_rel = name if frame.rel == "." else f"{frame.rel}/{name}"
+            child_dest = f"{frame.dest}/{name}" if frame.dest else name
             ignored = excluded = False
             child_info = child_exclude_info = 0
             if ignore is not None:
-                ignored, child_info = ignore.match_step(child_rel, info)
+                ignored, child_info = ignore.match_step(child_rel, frame.info)
             if exclude is not None:
-                excluded, child_exclude_info = exclude.match_step(child_dest, exclude_info)
+                excluded, child_exclude_info = exclude.match_step(child_dest, frame.exclude_info)
             try:
                 cst = child.stat(follow_symlinks=False)
             except FileNotFoundError:
@@ -478,20 +508,19 @@ class BuildContext:
                     continue
                 if excluded and exclude.can_skip_dir(child_dest, child_exclude_info):
                     continue
+                raw = (child_dest, child_rel, cst, DIR, "")
+                children = self._list_dir(child_rel)
                 if ignored or excluded:
-                    below: list[_Raw] = []
-                    self._walk_children(child_rel, child_dest, child_info, exclude, child_exclude_info, below)
-                    if below:
-                        out.append((child_dest, child_rel, cst, DIR, ""))
-                        out.extend(below)
+                    stack.append(_Frame(child_rel, child_dest, child_info, child_exclude_info, children, raw, []))
                 else:
-                    out.append((child_dest, child_rel, cst, DIR, ""))
-                    self._walk_children(child_rel, child_dest, child_info, exclude, child_exclude_info, out)
+                    frame.out.append(raw)
+                    stack.append(_Frame(child_rel, child_dest, child_info, child_exclude_info, children, None,
+                                        frame.out))
                 continue
             if ignored or excluded:
                 continue
             linkname = os.readlink(child.path) if kind == SYMLINK else ""
-            out.append((child_dest, child_rel, cst, kind, linkname))
+            frame.out.append((child_dest, child_rel, cst, kind, linkname))
 
     def _finish(self, raws: list[_Raw]) -> list[Entry]:
         hashed = iter(self.hasher.digests([(r[1], r[2]) for r in raws if r[3] == FILE]))

@@ -18,7 +18,6 @@ accepts). Every entry is checked before anything is written:
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import tarfile
 import tempfile
@@ -27,6 +26,7 @@ from typing import BinaryIO
 
 from builder.context.errors import ContextError, UnsafeArchive
 from builder.context.gopath import go_clean
+from builder.context.rmtree import remove_tree
 
 _CHUNK = 1 << 20
 
@@ -68,7 +68,7 @@ def _clear(target: str) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(target)
+        remove_tree(target)
     else:
         os.unlink(target)
 
@@ -80,7 +80,7 @@ def extract_context(stream: BinaryIO, *, tmp_dir: Path | str | None = None,
     try:
         _extract(stream, root, max_bytes)
     except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root, ignore_errors=True)
         raise
     return Path(root)
 

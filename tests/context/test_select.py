@@ -334,3 +334,24 @@ def test_fingerprints_say_what_a_report_can_show(tree) -> None:
     assert files["bin/tool"] == f"file 755 0:0 {sha('x')}"
     assert files["ln"] == "symlink 777 0:0 -> bin/tool"
     assert files["bin"].startswith("dir ")
+
+
+def test_a_very_deep_tree_is_walked_without_recursion(tmp_path: Path) -> None:
+    root = tmp_path / "ctx"
+    deep = str(root)
+    os.mkdir(deep)
+    for _ in range(1500):  # deeper than Python's recursion limit (os.makedirs recurses)
+        deep += "/d"
+        os.mkdir(deep)
+    Path(deep + "/leaf").write_text("bottom")
+    (root / ".dockerignore").write_text("d\n!**/leaf\n")
+    s = select(root, ".")
+    assert s.entries[-1].source.endswith("/d/leaf") and s.entries[-1].content == sha("bottom")
+    assert len(s.entries) == 1 + 1 + 1500 + 1  # root, .dockerignore, 1500 dirs, leaf
+    from builder.context import copy_selection
+    from builder.context.rmtree import remove_tree
+    copy_selection(s, tmp_path / "out")
+    assert Path(str(tmp_path / "out") + "/d" * 1500 + "/leaf").read_text() == "bottom"
+    for tree_root in (root, tmp_path / "out"):  # pytest's own cleanup would recurse
+        remove_tree(tree_root)
+        assert not tree_root.exists()

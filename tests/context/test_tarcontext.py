@@ -129,3 +129,11 @@ def test_symlinks_pointing_out_stay_links_and_are_not_followed_by_copy(tmp_path:
         with pytest.raises(ContextError, match="not found"):
             ctx.select(["d/out"])
         assert os.readlink(ctx.root / "d" / "out") == "/etc/passwd"
+
+
+def test_a_very_deep_hostile_archive_is_cleaned_up(tmp_path: Path) -> None:
+    name = "/".join(["d"] * 1200)
+    entries = [(name + "/f", b"x"), ("../escape", b"y")]  # deep, then refused
+    with pytest.raises(UnsafeArchive):
+        open_tar(entries, tmp_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
