@@ -13,7 +13,21 @@ from builder.errors import UsageError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("images", help="list the images in the store")
+    """The top-level commands (``images``, ``rmi``...) and docker's ``image`` group over the same handlers."""
+    for name, helptext, add in _COMMANDS:
+        add(sub.add_parser(name, help=helptext))
+    group = sub.add_parser("image", help="manage images (docker's `image ls/inspect/rm/...` spellings)")
+    group.set_defaults(func=_no_image_command)
+    gsub = group.add_subparsers(dest="image_command", metavar="COMMAND")
+    for name, helptext, add in _COMMANDS:
+        add(gsub.add_parser(_IMAGE_GROUP_NAMES.get(name, name), help=helptext))
+    p = gsub.add_parser("prune", help="remove images without a name and the content only they used")
+    p.add_argument("-f", "--force", action="store_true", help="accepted for docker compatibility (never prompts)")
+    add_root_argument(p)
+    p.set_defaults(func=_image_prune)
+
+
+def _add_images(p: argparse.ArgumentParser) -> None:
     p.add_argument("repository", nargs="?", help="only this REPOSITORY[:TAG]")
     p.add_argument("-q", "--quiet", action="store_true", help="print only image IDs")
     p.add_argument("--digests", action="store_true", help="show image digests")
@@ -25,7 +39,8 @@ def register(sub) -> None:
     add_root_argument(p)
     p.set_defaults(func=_images)
 
-    p = sub.add_parser("inspect", help="show an image's details as JSON (like docker image inspect)")
+
+def _add_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--platform", help="OS/ARCH[/VARIANT] of a multi-platform image (default: the host's)")
     p.add_argument("-f", "--format", help="print a field per image: '{{.Id}}', '{{.Config.Cmd}}', "
@@ -33,7 +48,8 @@ def register(sub) -> None:
     add_root_argument(p)
     p.set_defaults(func=_inspect)
 
-    p = sub.add_parser("save", help="write images to an OCI-layout or docker-archive tar")
+
+def _add_save(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-o", "--output", help="the archive to write ('-' for standard output)")
     p.add_argument("--format", choices=("oci", "docker"), default="oci",
@@ -42,23 +58,52 @@ def register(sub) -> None:
     add_root_argument(p)
     p.set_defaults(func=_save)
 
-    p = sub.add_parser("load", help="load images from an OCI-layout or docker-archive tar (gzip/zstd too)")
+
+def _add_load(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--input", help="the archive (or OCI layout directory) to read (default: standard input)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     add_root_argument(p)
     p.set_defaults(func=_load)
 
-    p = sub.add_parser("tag", help="give an image another name")
+
+def _add_tag(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SOURCE_IMAGE")
     p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
     add_root_argument(p)
     p.set_defaults(func=_tag)
 
-    p = sub.add_parser("rmi", help="remove images and the content nothing else uses")
+
+def _add_rmi(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-f", "--force", action="store_true", help="remove an image by ID even if several names use it")
     add_root_argument(p)
     p.set_defaults(func=_rmi)
+
+
+_COMMANDS = [
+    ("images", "list the images in the store", _add_images),
+    ("inspect", "show an image's details as JSON (like docker image inspect)", _add_inspect),
+    ("save", "write images to an OCI-layout or docker-archive tar", _add_save),
+    ("load", "load images from an OCI-layout or docker-archive tar (gzip/zstd too)", _add_load),
+    ("tag", "give an image another name", _add_tag),
+    ("rmi", "remove images and the content nothing else uses", _add_rmi),
+]
+_IMAGE_GROUP_NAMES = {"images": "ls", "rmi": "rm"}
+
+
+def _no_image_command(args: argparse.Namespace) -> int:
+    raise UsageError("pybuild image needs a command: ls, inspect, save, load, tag, rm or prune")
+
+
+def _image_prune(args: argparse.Namespace) -> int:
+    with open_store_for(args) as store:
+        report = store.prune(dangling=True, cache=False)
+    if report.images:
+        print("Deleted Images:")
+        for digest in report.images:
+            print(f"deleted: {digest}")
+    print(f"Total reclaimed space: {human_size(report.reclaimed)}")
+    return 0
 
 
 def open_store_for(args: argparse.Namespace):

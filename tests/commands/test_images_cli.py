@@ -112,6 +112,7 @@ def test_system_df_and_prune(capsys, root, busybox_archive):
     (["save", "-o", "/nonexistent-dir/x.tar", "busybox"], ["cannot write"]),
     (["inspect", "--platform", "bogus", "busybox"], ["invalid platform"]),
     (["system"], ["df or prune"]),
+    (["image"], ["ls, inspect, save, load, tag, rm or prune"]),
     (["images", "-f", "color=blue"], ["unsupported filter 'color'"]),
     (["images", "-f", "dangling"], ["expected KEY=VALUE"]),
     (["inspect", "-f", "{{.Nope}}", "busybox"], ["no field 'Nope'"]),
@@ -186,3 +187,19 @@ def test_images_filters(capsys, root, busybox_archive, tmp_path):
     assert names("dangling=false") == ["busybox latest", "tools/bb 1"]
     assert names("reference=tools/*") == ["tools/bb 1"]
     assert names("reference=busybox:lat*") == ["busybox latest"]
+
+
+def test_docker_image_group_spellings(capsys, root, busybox_archive, tmp_path):
+    assert cli(capsys, root, "image", "load", "-i", str(busybox_archive))[0] == 0
+    assert cli(capsys, root, "image", "tag", "busybox", "bb:2")[0] == 0
+    code, out, _ = cli(capsys, root, "image", "ls", "-q")
+    assert code == 0 and len(out.split()) == 1
+    code, out, _ = cli(capsys, root, "image", "inspect", "-f", "{{json .RepoTags}}", "bb:2")
+    assert out == '["bb:2","busybox:latest"]\n'
+    assert cli(capsys, root, "image", "rm", "bb:2")[1] == "Untagged: bb:2\n"
+    with ContentStore(root) as store:  # an unnamed image, as an untagged build leaves
+        store.put_index([store.get_image("busybox")])
+        unnamed = [s.digest for s in store.list_images() if s.name is None]
+    code, out, _ = cli(capsys, root, "image", "prune", "-f")
+    assert out.splitlines()[:2] == ["Deleted Images:", f"deleted: {unnamed[0]}"]
+    assert cli(capsys, root, "image", "ls", "busybox")[1].count("busybox") == 1
