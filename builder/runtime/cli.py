@@ -17,7 +17,26 @@ from .errors import RuntimeFailure
 VERSION = "pybuild-runc 0.1.0\nspec: 1.0.2"
 
 
-def _parser() -> argparse.ArgumentParser:
+_GLOBAL_WITH_VALUE = {"--root", "--log", "--log-format", "--rootless", "--criu"}
+
+
+def _subcommand_of(argv: list[str]) -> str | None:
+    """The subcommand named in argv, skipping global options (and their values)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _GLOBAL_WITH_VALUE:
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        return arg
+    return None
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``only``, just that subcommand's parser is built (start-up time)."""
     p = argparse.ArgumentParser(prog="pybuild-runc", description="A runc-compatible OCI runtime.")
     p.add_argument("--version", "-v", action="version", version=VERSION)
     p.add_argument("--root", default=None, help="state directory (default /run/pybuild-runc, or per-user for rootless)")
@@ -28,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rootless", default="auto", help="accepted for runc compatibility (detected)")
     p.add_argument("--criu", default=None, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="subcommand", metavar="COMMAND")
+    if only is not None and only in _KNOWN:
+        sub = _OnlyOne(sub, only)
 
     s = sub.add_parser("spec", help="write a default config.json")
     s.add_argument("--bundle", "-b", default=".")
@@ -90,6 +111,23 @@ def _parser() -> argparse.ArgumentParser:
         u = sub.add_parser(name, help=f"{name} (not supported)")
         u.add_argument("rest", nargs=argparse.REMAINDER)
     return p
+
+
+_KNOWN = {"spec", "create", "run", "start", "state", "kill", "delete", "list", "exec", "ps",
+          "pause", "resume", "checkpoint", "restore", "update", "events"}
+
+
+class _OnlyOne:
+    """A stand-in for the subparsers action that builds one named subparser and skips the rest."""
+
+    def __init__(self, real, name: str) -> None:
+        self.real = real
+        self.name = name
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        if name == self.name:
+            return self.real.add_parser(name, **kwargs)
+        return argparse.ArgumentParser(add_help=False)   # configured, then dropped
 
 
 def _store(args: argparse.Namespace):
@@ -267,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = _parser()
+    parser = _parser(only=_subcommand_of(argv))
     args = parser.parse_args(argv)
     if args.subcommand is None:
         parser.print_help(sys.stderr)
