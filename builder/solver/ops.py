@@ -186,6 +186,7 @@ class BuildOps:
         self._snapshotter = None
         self._executor = None
         self._secret_values: dict[str, bytes] | None = None
+        self.pulled: set[str] = set()  # base images this build had to pull
 
     def close(self) -> None:
         if self._context is not None and self._owns_context:
@@ -195,6 +196,7 @@ class BuildOps:
     # -------------------------------------------------------------- base images
 
     def resolve_base(self, ref: str, platform: str) -> tuple[StepState, str]:
+        """A base image as a state and its manifest digest (pulled when not in the store)."""
         from builder.image.oci import Platform
         from builder.store.errors import ImageNotFoundError
 
@@ -208,6 +210,7 @@ class BuildOps:
             image = self.store.get_image(ref, want)
         except ImageNotFoundError:
             image = self._pull(ref, want)
+            self.pulled.add(ref)
         cfg = image.config
         c = cfg.config
         hc = None
@@ -233,12 +236,9 @@ class BuildOps:
                          base_config=base_config), image.manifest_digest
 
     def _pull(self, ref: str, platform):
-        try:
-            from builder.registry import pull_to_store
-        except ImportError:
-            pull_to_store = None
-        if pull_to_store is None:
-            raise PybuildError(f"base image {ref} is not in the store",)
+        from builder.registry.api import pull_to_store
+
+        self.progress.info(f"pulling {ref}")
         return pull_to_store(ref, self.store, platform=platform)
 
     # -------------------------------------------------------------- keys

@@ -226,7 +226,7 @@ class Solver:
             state = StepState(key=cache_key(inputs), layers=image_state.layers, config=image_state.config,
                               history=image_state.history, platform=platform,
                               base_config=image_state.base_config)
-            status = "CACHED" if image_state.layers or base.image == "scratch" else "DONE"
+            status = "DONE" if base.image in getattr(self.ops, "pulled", ()) else "CACHED"
         self.progress.finished(num, status, time.monotonic() - t0)
         self._record_step(req, stage, (0, 0), base, inputs, state.key, status, time.monotonic() - t0, None)
 
