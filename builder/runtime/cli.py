@@ -173,7 +173,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from . import container
     _check_lifecycle_flags(args)
     return container.run(_store(args), args.id, args.bundle, detach=args.detach, pid_file=args.pid_file,
-                         console_socket=args.console_socket)
+                         console_socket=args.console_socket, keep=args.keep)
 
 
 def _cmd_start(args: argparse.Namespace) -> int:

@@ -232,8 +232,8 @@ class _SignalForwarder:
 
 
 def run(store: StateStore, container_id: str, bundle: str, detach: bool = False, pid_file: str | None = None,
-        console_socket: str | None = None) -> int:
-    """``create`` + ``start``; in the foreground, wait and return the exit code, then delete."""
+        console_socket: str | None = None, keep: bool = False) -> int:
+    """``create`` + ``start``; in the foreground, wait and return the exit code, then delete (unless ``keep``)."""
     bundle = os.path.abspath(bundle)
     _, spec = load_bundle(bundle)
     tty_master = tty_slave = None
@@ -262,8 +262,9 @@ def run(store: StateStore, container_id: str, bundle: str, detach: bool = False,
             else:
                 code = launcher.wait_exit(state.pid)
     finally:
-        cgroups.destroy(cgroups.CgroupSet(state.cgroups))
-        store.remove(container_id)
+        if not keep:
+            cgroups.destroy(cgroups.CgroupSet(state.cgroups))
+            store.remove(container_id)
     return code
 
 

@@ -112,3 +112,25 @@ def test_rootless_cannot_map_other_users(user, workdir) -> None:
     res = pybuild_runc(user, workdir, "run", "--bundle", str(bundle), "steal-root")
     assert res.returncode != 0
     assert "id maps" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_rootless_executor_runs_a_step(user, workdir) -> None:
+    script = f"""
+import sys
+from pathlib import Path
+from builder.runtime.executor import Executor, ProcessSpec, RunMount
+out = []
+code = Executor().run(Path({str(workdir / 'rootfs')!r}),
+                      ProcessSpec(["sh", "-c", "id -u; cat /proc/self/uid_map; echo made > /made; cat /run/s"], cwd="/w"),
+                      [RunMount("/run/s", "secret", data=b"pw")], "none", stdout=out.append)
+sys.stdout.write(f"{{code}}\\n" + b"".join(out).decode())
+"""
+    res = as_user(user, SYSTEM_PYTHON, "-c", script, cwd=workdir)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.split("\n")
+    assert lines[0] == "0" and lines[1] == "0"                       # exit code; uid 0 inside
+    assert lines[2].split() == ["0", str(user.pw_uid), "1"]
+    assert lines[3] == "pw"
+    made = workdir / "rootfs" / "made"
+    assert made.read_text() == "made\n" and made.stat().st_uid == user.pw_uid
+    assert not (workdir / "rootfs" / "run").exists()
