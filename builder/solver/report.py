@@ -126,8 +126,13 @@ class BuildReport:
         lines = [f"{len(self.steps)} steps: {self.cached} cached, {built} built"
                  f"{f', {self.saved_s:.1f}s saved by the cache' if self.saved_s >= 0.05 else ''}"
                  f" ({self.duration_s:.2f}s)"]
-        for s in self.misses():
-            lines.append(f"  miss {self.dockerfile}:{s.line} {s.instruction}: {s.miss_reason.message}")
+        misses = self.misses()
+        new = [s for s in misses if s.miss_reason.kind == "new"]
+        if new:
+            lines.append(f"  {len(new)} step{'s' if len(new) != 1 else ''} built for the first time")
+        for s in misses:
+            if s.miss_reason.kind != "new":
+                lines.append(f"  miss {self.dockerfile}:{s.line} {s.instruction}: {s.miss_reason.message}")
         return lines
 
     def markdown(self) -> str:
