@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from builder.store.errors import BlobNotFoundError
 from builder.store.locks import optional_lock
-from builder.store.snapshots import snapshot_dir, unpack_lock, use_lock
+from builder.store.snapshots import snapshot_dir, tree_size, unpack_lock, use_lock
 from builder.store.tmpdirs import clean_stale_scratch, remove_tree
 
 if TYPE_CHECKING:
@@ -93,10 +94,7 @@ def prune(store: "ContentStore", *, dangling: bool = True, cache: bool = False,
         live = reachable(store, roots)
         dead = [d for d in store.blobs.digests() if d not in live]
         for digest in dead:
-            try:
-                report.reclaimed += store.blobs.size(digest)
-            except Exception:
-                pass
+            report.reclaimed += _size(store, digest)
             store.blobs.delete(digest)
         store.index.forget_blobs(dead)
         report.blobs = dead
@@ -110,7 +108,7 @@ def prune(store: "ContentStore", *, dangling: bool = True, cache: bool = False,
                     report.skipped_in_use.append(diff_id)
                     continue
                 path = snapshot_dir(store, diff_id)
-                report.reclaimed += _tree_bytes(path)
+                report.reclaimed += tree_size(path)
                 remove_tree(path)
                 store.index.delete_snapshot(diff_id)
                 report.snapshots.append(diff_id)
@@ -171,16 +169,5 @@ def disk_usage(store: "ContentStore") -> DiskUsage:
 def _size(store: "ContentStore", digest: str) -> int:
     try:
         return store.blobs.size(digest)
-    except Exception:
+    except BlobNotFoundError:  # removed by another process since the listing
         return 0
-
-
-def _tree_bytes(path) -> int:
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in filenames:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total

@@ -62,7 +62,7 @@ def layer_snapshot(store: "ContentStore", layer: str | Descriptor) -> Path:
         try:
             with store.open_blob(blob_digest) as blob:
                 _unpack(blob, media_type, scratch, diff_id)
-            size = _tree_size(scratch)
+            size = tree_size(scratch)
             os.chmod(scratch, 0o755)  # mkdtemp makes it 0700; a snapshot root is a filesystem root
             os.rename(scratch, path)
         except BaseException:
@@ -80,7 +80,7 @@ def adopt_snapshot(store: "ContentStore", diff_id: str, directory: Path) -> Path
         if path.is_dir():
             remove_tree(Path(directory))
             return path
-        size = _tree_size(Path(directory))
+        size = tree_size(Path(directory))
         os.rename(directory, path)
         store.index.record_snapshot(diff_id, size)
     return path
@@ -197,7 +197,8 @@ def _mknod_whiteout(path: Path) -> None:
                          "0/0 character devices)") from None
 
 
-def _tree_size(root: Path) -> int:
+def tree_size(root: Path) -> int:
+    """Bytes of everything under ``root`` (files, links and directory entries), as ``df`` reports it."""
     total = 0
     for dirpath, dirnames, filenames in os.walk(root):
         for name in filenames + dirnames:
