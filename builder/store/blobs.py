@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -186,8 +187,6 @@ def _verify(digest: str, size: int, expected_digest: str | None, expected_size: 
 
 
 def _mkstemp(directory: Path) -> tuple[int, str]:
-    import tempfile
-
     return tempfile.mkstemp(prefix="blob-", dir=directory)
 
 
