@@ -126,3 +126,17 @@ def make_bundle(tmp_path: Path, busybox_rootfs: Path, runc_spec: dict) -> Bundle
         return bundle
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ocivalidate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/runtime/ocivalidate built against Debian's runtime-tools `validate` package."""
+    go = need("go")
+    gopath = Path("/usr/share/gocode")
+    if not (gopath / "src/github.com/opencontainers/runtime-tools/validate").is_dir():
+        pytest.fail("golang-github-opencontainers-runtime-tools-dev is not installed (see .ci/install)")
+    out = tmp_path_factory.mktemp("ocivalidate") / "ocivalidate"
+    env = dict(os.environ, GOPATH=str(gopath), GO111MODULE="off", GOFLAGS="")
+    subprocess.run([go, "build", "-o", str(out), "."], cwd=Path(__file__).parent / "ocivalidate", env=env,
+                   check=True, capture_output=True, timeout=600)
+    return out

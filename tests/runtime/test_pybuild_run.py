@@ -131,3 +131,15 @@ def test_errors_are_one_line(store_root, args, message) -> None:
     assert message in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
     assert not any((store_root / "containers").iterdir()) if (store_root / "containers").exists() else True
+
+
+def test_bundle_passes_runtime_tools_validation(store_root, ocivalidate) -> None:
+    res = pybuild(store_root, "run", "-d", "--name", "validated", "-v", f"{store_root}:/host:ro", "--tmpfs", "/t",
+                  "busybox", "sleep", "30")
+    assert res.returncode == 0, res.stderr
+    cid = res.stdout.strip()
+    try:
+        check = subprocess.run([str(ocivalidate), str(store_root / "containers" / cid)], capture_output=True, text=True)
+        assert (check.returncode, check.stdout) == (0, "ok\n")
+    finally:
+        assert pybuild(store_root, "rm", "-f", cid).returncode == 0
