@@ -71,6 +71,8 @@ CASES = {
                        _all(lambda d: d["linux"]["namespaces"].append({"type": "user"}),
                             _set("linux.uidMappings", [{"containerID": 0, "hostID": 100000, "size": 65536}]),
                             _set("linux.gidMappings", [{"containerID": 0, "hostID": 100000, "size": 65536}]))),
+    "cgroup-namespace": (SH + ["cat /proc/self/cgroup; grep cgroup /proc/self/mountinfo | cut -d' ' -f4,5"],
+                         lambda d: d["linux"]["namespaces"].append({"type": "cgroup"})),
     "pid-namespace": (SH + ["echo $$; tr '\\0' ' ' < /proc/1/cmdline"], None),
 }
 
