@@ -130,9 +130,6 @@ class TarArchive:
     def has(self, name: str) -> bool:
         return self._resolve(name) is not None
 
-    def names(self) -> list[str]:
-        return sorted(set(self._members) | set(self._links))
-
     def size(self, name: str) -> int:
         info = self._resolve(name)
         if info is None:
@@ -196,9 +193,6 @@ class DirLayout:
 
     def has(self, name: str) -> bool:
         return self._path(name) is not None
-
-    def names(self) -> list[str]:
-        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
 
     def size(self, name: str) -> int:
         path = self._path(name)
