@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -154,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
     store = ContentStore(root)
     image = store.get_image(args.image)
     cfg = image.config.config
-    cid = uuid.uuid4().hex[:12]
+    cid = os.urandom(6).hex()
     name = args.name or cid
     containers = _containers_dir(args)
     containers.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,6 @@ import resource
 import selectors
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -152,7 +151,7 @@ class _SecretDir:
         os.chmod(self.dir, 0o711)
 
     def add(self, m: RunMount) -> str:
-        path = os.path.join(self.dir, uuid.uuid4().hex)
+        path = os.path.join(self.dir, os.urandom(16).hex())
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, m.data or b"")
@@ -223,7 +222,7 @@ class Executor:
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         linux.set_child_subreaper()
         req = launcher.LaunchRequest(
-            container_id=f"pybuild-run-{uuid.uuid4().hex[:12]}", spec=spec, bundle=str(rootfs.parent),
+            container_id=f"pybuild-run-{os.urandom(6).hex()}", spec=spec, bundle=str(rootfs.parent),
             stdio=launcher.Stdio(devnull, out_w, err_w), loopback_up=(network == "none"),
         )
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -61,7 +60,7 @@ class Snapshotter:
         for p in parents:
             if not Path(p).is_dir():
                 raise SnapshotError(f"snapshot parent {p} is not a directory")
-        sid = uuid.uuid4().hex[:16]
+        sid = os.urandom(8).hex()
         base = self.root / sid
         merged, upper, work = Path(target) if target else base / "merged", base / "upper", base / "work"
         if target is not None and merged.exists() and any(merged.iterdir()):
