@@ -13,10 +13,11 @@ from builder.exporter.model import ExportItem, LoadedImage
 from builder.image import mediatypes as mt
 from builder.image.errors import ImageError
 from builder.image.oci import Descriptor, Index, Manifest, canonical_json
-from builder.store import ContentStore
-from builder.store.names import InvalidReferenceError, normalize_name
+from builder.store import ContentStore, ImageNotFoundError
+from builder.store.names import InvalidReferenceError, normalize_name, parse_reference
 
 LAYOUT_FILE = "oci-layout"
+DOCKER_MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.json"
 LAYOUT_VERSION = "1.0.0"
 NAME_ANNOTATION = "io.containerd.image.name"
@@ -132,7 +133,22 @@ def save_oci_layout(store: ContentStore, items: list[ExportItem], out: BinaryIO,
                                       annotations={NAME_ANNOTATION: name, REF_ANNOTATION: tag}))
     writer.add_bytes(INDEX_FILE, Index(entries).to_json())
     writer.add_bytes(LAYOUT_FILE, canonical_json({"imageLayoutVersion": LAYOUT_VERSION}))
+    # docker >= 25 writes this too, so tools that only know `docker save` archives can read it.
+    legacy = [entry for entry in (_docker_entry(store, item) for item in items) if entry is not None]
+    if legacy:
+        writer.add_bytes(DOCKER_MANIFEST_FILE, canonical_json(legacy))
     writer.close()
+
+
+def _docker_entry(store: ContentStore, item: ExportItem) -> dict | None:
+    """The ``manifest.json`` entry of one image (the host's platform of an index), pointing into blobs/."""
+    try:
+        image = store.get_image(item.digest)
+    except ImageNotFoundError:  # an index without the host's platform: the OCI index still has it
+        return None
+    tags = [parse_reference(name).familiar() for name in item.names]
+    return {"Config": _blob_member(image.config_digest), "RepoTags": tags or None,
+            "Layers": [_blob_member(layer.digest) for layer in image.layers]}
 
 
 def _closure(store: ContentStore, digest: str, media_type: str) -> list[str]:

@@ -283,3 +283,13 @@ def test_index_platforms_saved_without_their_layers_are_skipped(store, tmp_path)
         assert other.get_image("partial:1", Platform.parse("linux/amd64")).manifest_digest == amd.digest
         with pytest.raises(Exception, match="no manifest for linux/arm64"):
             other.get_image("partial:1", Platform.parse("linux/arm64"))
+
+
+def test_an_oci_archive_also_reads_as_a_docker_archive(store, busybox_image, busybox_rootfs, tmp_path):
+    out = tmp_path / "both.tar"
+    save_to_path(store, ["busybox"], str(out), "oci")
+    info = json.loads(run(tool("skopeo"), "inspect", f"docker-archive:{out}"))
+    assert info["Layers"] == busybox_image.diff_ids
+    run(tool("skopeo"), "copy", f"docker-archive:{out}", f"oci:{tmp_path / 'layout'}:bb")
+    run(tool("umoci"), "unpack", "--image", f"{tmp_path / 'layout'}:bb", str(tmp_path / "bundle"))
+    assert tree_of(tmp_path / "bundle" / "rootfs") == tree_of(busybox_rootfs)
