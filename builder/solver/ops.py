@@ -343,6 +343,11 @@ class BuildOps:
         parent = ctx.parent
         common = dict(op="add" if isinstance(instr, AddInstruction) else "copy",
                       instruction=_canonical(instr), parent=parent.key, platform=parent.platform)
+        if is_linked(instr):
+            # --link: the layer does not depend on the parent's files, so neither does the key
+            # (only on where a relative destination lands).
+            common["parent"] = None
+            common["args"] = (("WORKDIR", parent.config.working_dir),)
         source_from = getattr(instr, "from_", None)
         if source_from:
             idx = self._stage_index(source_from)
@@ -405,10 +410,15 @@ class BuildOps:
                     f"when using {instr.keyword} with more than one source file, the destination must "
                     f"be a directory and end with a /", line=instr.line, col=instr.col,
                     hint=f"write the destination as {instr.dest.rstrip('/')}/")
-            _mirror_parents(view, staging, dest if dest_is_dir or not single_file else dest)
+            linked = is_linked(instr)
+            if not linked:  # with --link the layer does not look at the parent's directories
+                _mirror_parents(view, staging, dest)
             if dest_is_dir or not single_file:
                 target = staging / dest.lstrip("/")
-                _mirror_dir(view, dest, target)
+                if linked:
+                    target.mkdir(parents=True, exist_ok=True)
+                else:
+                    _mirror_dir(view, dest, target)
                 if selection is not None:
                     self._materialize(instr, selection, target, owner, chmod)
                 for c in instr.contents:
@@ -419,6 +429,7 @@ class BuildOps:
                     _place_file(path, target / name, owner, chmod)
             else:
                 final = staging / dest.lstrip("/")
+                final.parent.mkdir(parents=True, exist_ok=True)
                 if selection is not None:
                     tmp = self._scratch_dir("one-")
                     self._materialize(instr, selection, tmp, owner, chmod)
@@ -775,6 +786,14 @@ def _place_file(src: Path, dst: Path, owner, chmod) -> None:
     shutil.copyfile(src, dst)
     os.chmod(dst, chmod if chmod is not None else 0o600)
     os.lchown(dst, *owner)
+
+
+def is_linked(instr) -> bool:
+    """COPY/ADD --link whose result can be reused on any parent (no --chown by name)."""
+    if not isinstance(instr, CopyInstruction) or not instr.link:
+        return False
+    chown = instr.chown or ""
+    return all(part.isdigit() or part == "" for part in chown.split(":"))
 
 
 def run_environment(config: ConfigState, scope) -> dict[str, str]:

@@ -60,6 +60,19 @@ def parse_trigger(expression: str, df: Dockerfile, line: int) -> Instruction:
     return dataclasses.replace(instr, line=line, end_line=line)
 
 
+def rebase(parent: StepState, linked: StepState, key: str) -> StepState:
+    """A ``--link`` step's result put on ``parent``: its own layer (if any) on top of the parent's.
+
+    The state's key mixes the step's key with the parent's, so the steps after it still depend
+    on everything below them.
+    """
+    own = linked.history[-1]
+    layers = parent.layers + ((linked.layers[-1],) if not own.empty_layer else ())
+    mixed = "sha256:" + hashlib.sha256(f"{key}\0{parent.key}".encode()).hexdigest()
+    return StepState(mixed, layers, parent.config, parent.history + (own,), parent.platform,
+                     parent.base_config)
+
+
 class BuildError(PybuildError):
     """A step failed; the message names the step (``Dockerfile:12 RUN make``)."""
 
@@ -311,10 +324,13 @@ class Solver:
         return state
 
     def _solve_step(self, ctx: StepContext, instr, inputs: KeyInputs, key: str, no_cache: bool):
+        linked = inputs.parent is None and inputs.op in ("copy", "add")
         if not no_cache:
             record = self.store.cache_get(key)
             if record is not None:
                 state = StepState.from_json(record.result["state"])
+                if linked:
+                    state = rebase(ctx.parent, state, key)
                 return state, "CACHED", float(record.result.get("duration_s", 0.0))
         t0 = time.monotonic()
         if isinstance(instr, (CopyInstruction, RunInstruction, WorkdirInstruction)):
@@ -328,6 +344,8 @@ class Solver:
             state = StepState(key, state.layers, state.config, state.history, state.platform, state.base_config)
         self.store.cache_put(key, {"state": state.to_json(), "duration_s": time.monotonic() - t0},
                              state.blobs)
+        if linked:
+            state = rebase(ctx.parent, state, key)
         return state, "DONE", None
 
     # ------------------------------------------------------------------ report

@@ -209,3 +209,20 @@ def test_local_and_tar_outputs_and_report_command(bbuilder, tmp_path, capsys):
     assert "COPY app.txt conf/ ./" in out and "DONE" in out
     assert main(["--root", str(bbuilder.root), "report", "--format", "json"]) == 0
     assert '"schema": "pybuild.report/v1"' in capsys.readouterr().out
+
+
+def test_copy_link_layer_is_reused_on_a_changed_base(bbuilder, tmp_path):
+    bbuilder.write("app.txt", "linked\n")
+    bbuilder.write("Dockerfile", "FROM busybox\nARG V=1\nRUN echo $V > /base\nCOPY --link app.txt /opt/app.txt\n"
+                                 "RUN cat /base /opt/app.txt > /both\n")
+    first, _ = bbuilder.build()
+    second, report = bbuilder.build(build_args={"V": "2"})
+    steps = {s.line: s for s in report.steps}
+    assert steps[3].status == "DONE"       # the base changed ...
+    assert steps[4].status == "CACHED"     # ... but the --link layer is reused on it
+    assert steps[5].status == "DONE"       # and what comes after still sees the new base
+    root = image_tree(bbuilder, second, tmp_path / "rootfs")
+    assert (root / "both").read_text() == "2\nlinked\n"
+    # The COPY --link layer is the same blob in both images.
+    a, b = bbuilder.config(first)["rootfs"]["diff_ids"], bbuilder.config(second)["rootfs"]["diff_ids"]
+    assert a[-2] == b[-2] and a[-3] != b[-3]
