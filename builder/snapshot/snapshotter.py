@@ -46,6 +46,28 @@ class Snapshot:
     committed: bool = False
 
 
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 2:].split()[19].decode()
+
+
+def _write_owner(base: Path) -> None:
+    # pid plus start time: a reused pid is not mistaken for the owner.
+    (base / "owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+
+
+def _owner_alive(owner: Path) -> bool:
+    try:
+        pid, start = owner.read_text().split()
+        return _start_time(int(pid)) == start
+    except (OSError, ValueError):
+        return False
+
+
 class Snapshotter:
     def __init__(self, root: Path | str, mode: Mode = "auto") -> None:
         self.root = Path(root)
@@ -72,6 +94,7 @@ class Snapshotter:
             os.chmod(upper, 0o755)
         except OSError as e:
             raise SnapshotError(f"cannot create snapshot under {self.root}: {e.strerror}") from None
+        _write_owner(base)
         snap = Snapshot(sid, merged, upper, "overlay", [Path(p) for p in parents])
         if self.mode in ("auto", "overlay"):
             try:
@@ -95,6 +118,29 @@ class Snapshotter:
             raise SnapshotError(f"copying snapshot parents: {e}") from None
         snap._record = copytree.record(str(merged))
         return snap
+
+    def recover(self) -> int:
+        """Unmount and remove snapshots whose owning process is gone (a killed build); return how many.
+
+        Snapshots of live processes are left alone. Only snapshots mounted
+        at their default place (inside the snapshot directory) are found.
+        """
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for base in self.root.iterdir():
+            owner = base / "owner"
+            if not base.is_dir() or not owner.exists() or _owner_alive(owner):
+                continue
+            merged = base / "merged"
+            if overlay.is_mounted(str(merged)):
+                try:
+                    overlay.unmount(str(merged))
+                except OSError as e:
+                    raise SnapshotError(f"cannot unmount stale snapshot {merged}: {e.strerror}") from None
+            shutil.rmtree(base, ignore_errors=True)
+            removed += 1
+        return removed
 
     def _mount_overlay(self, snap: Snapshot, work: Path) -> None:
         lowers = [str(p) for p in reversed(snap.parents)]

@@ -131,3 +131,21 @@ def test_auto_falls_back_to_copy_where_overlay_cannot_mount(tmp_path, layers) ->
 def test_missing_parent_is_an_error(tmp_path) -> None:
     with pytest.raises(SnapshotError, match="not a directory"):
         Snapshotter(tmp_path / "s").prepare([tmp_path / "nope"])
+
+
+def test_recover_removes_snapshots_of_dead_processes(tmp_path, layers) -> None:
+    import subprocess
+    import sys
+    root = tmp_path / "snaps"
+    # A process that prepares a snapshot and dies without cleaning up (a killed build).
+    code = (f"from builder.snapshot import Snapshotter; s = Snapshotter({str(root)!r}).prepare("
+            f"[{str(layers[0])!r}]); print(s.id)")
+    dead_id = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    snaps = Snapshotter(root)
+    live = snaps.prepare(layers)
+    assert sorted(_mounts(tmp_path)) == sorted([str(root / dead_id / "merged"), str(live.mount_dir)])
+    assert snaps.recover() == 1
+    assert not (root / dead_id).exists()
+    assert _mounts(tmp_path) == [str(live.mount_dir)]        # ours is alive and untouched
+    snaps.cleanup(live)
+    assert snaps.recover() == 0
