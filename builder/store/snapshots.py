@@ -2,8 +2,8 @@
 
 ``ROOT/snapshots/sha256/<diffID hex>/`` holds one layer's own files, with its
 whiteouts in overlayfs form (a 0/0 character device for a deleted name, the
-``trusted.overlay.opaque=y`` xattr on an opaque directory), so a stack of
-snapshots can be given to overlayfs as ``lowerdir``s directly. Snapshots
+``trusted.overlay.opaque=y`` xattr on an opaque directory, or ``user.overlay.opaque``
+when not root), so a stack of snapshots can be given to overlayfs as ``lowerdir``s directly. Snapshots
 are read-only by convention: never write into one.
 
 The layer is unpacked into scratch space, its uncompressed bytes are checked
@@ -180,21 +180,25 @@ def _inside(root: Path, rel: str) -> Path:
 
 
 def _set_opaque(path: Path) -> None:
+    """Mark an opaque directory: ``trusted.overlay.opaque`` as root; without root (where trusted.*
+    is refused) ``user.overlay.opaque``, which overlayfs reads when mounted with ``userxattr``."""
     try:
         os.setxattr(path, "trusted.overlay.opaque", b"y", follow_symlinks=False)
     except PermissionError:
-        raise StoreError("cannot record an opaque directory in a snapshot without root "
-                         "(trusted.overlay.* xattrs need CAP_SYS_ADMIN)") from None
+        try:
+            os.setxattr(path, "user.overlay.opaque", b"y", follow_symlinks=False)
+        except OSError as exc:
+            raise StoreError(f"cannot mark an opaque directory in a snapshot: {exc.strerror}") from None
 
 
 def _mknod_whiteout(path: Path) -> None:
     if os.path.lexists(path):
         return  # the layer re-creates the name itself
     try:
+        # Linux lets unprivileged users make exactly this device (the overlayfs whiteout).
         os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0))
-    except PermissionError:
-        raise StoreError("cannot record a whiteout in a snapshot without root (overlayfs whiteouts are "
-                         "0/0 character devices)") from None
+    except OSError as exc:
+        raise StoreError(f"cannot record a whiteout in a snapshot (a 0/0 character device): {exc.strerror}") from None
 
 
 def tree_size(root: Path) -> int:

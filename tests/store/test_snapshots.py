@@ -95,3 +95,20 @@ def test_a_built_layer_directory_can_be_adopted_as_its_snapshot(store, tmp_path)
     assert path == store.snapshot_path(layer.diff_id) and (path / "made-by-run").is_file()
     assert not scratch.exists()
     assert store.layer_snapshot(layer.diff_id) == path
+
+
+def test_without_root_opaque_directories_use_the_user_xattr(store, tmp_path, monkeypatch):
+    # As a non-root user the kernel refuses trusted.* xattrs with EPERM (checked by hand with
+    # setpriv); this suite runs as root, so that one refusal is simulated here.
+    real_setxattr = os.setxattr
+
+    def setxattr(path, name, value, *args, **kwargs):
+        if name.startswith("trusted."):
+            raise PermissionError(1, "Operation not permitted")
+        return real_setxattr(path, name, value, *args, **kwargs)
+
+    image = _layer_with_deletions(store, tmp_path)
+    monkeypatch.setattr(os, "setxattr", setxattr)
+    upper = store.layer_snapshot(image.layers[1])
+    assert os.getxattr(upper / "dir", "user.overlay.opaque") == b"y"
+    assert stat.S_ISCHR(os.lstat(upper / "gone").st_mode)
