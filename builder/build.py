@@ -65,6 +65,8 @@ def parse_outputs(values: list[str]) -> list[dict[str, str]]:
         kind = fields.get("type")
         if kind not in ("image", "oci", "docker", "local", "tar", "registry"):
             raise UsageError(f"invalid --output type {kind!r}",)
+        if kind == "registry" and fields.get("push", "true") == "false":
+            fields["type"] = "image"
         if kind in ("oci", "docker", "local", "tar") and not fields.get("dest"):
             raise UsageError(f"--output type={kind} needs dest=PATH")
         out.append(fields)
@@ -234,6 +236,16 @@ def write_output(store, image, out: dict[str, str], options: BuildOptions) -> No
         return
     if kind in ("local", "tar"):
         export_rootfs(store, image, out["dest"], as_tar=kind == "tar")
+        return
+    if kind == "registry":
+        from builder.registry.api import push_from_store
+
+        names = [n for n in (out.get("name") or "").split(",") if n] or options.tags
+        if not names:
+            raise UsageError("--push needs a name to push to: give -t REGISTRY/REPO:TAG")
+        for name in names:
+            store.tag(image.digest, name)
+            push_from_store(name, store)
         return
     raise PybuildError(f"--output type={kind} is not supported yet")
 

@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--network", default="default", choices=("default", "host", "none"))
     p.add_argument("--label", action="append", default=[], metavar="K=V")
     p.add_argument("-o", "--output", action="append", default=[], metavar="type=...,dest=...")
+    p.add_argument("--push", action="store_true", help="push the image to the registry of each -t name")
     p.add_argument("--iidfile", default=None)
     p.add_argument("--metadata-file", default=None)
     p.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "json", "quiet"))
@@ -92,7 +93,7 @@ def run_build(args: argparse.Namespace) -> int:
         platform=args.platform,
         network=args.network,
         labels=parse_kv_list(args.label, "--label"),
-        outputs=args.output,
+        outputs=args.output + (["type=registry"] if args.push else []),
         iidfile=args.iidfile,
         metadata_file=args.metadata_file,
         progress="quiet" if args.quiet else args.progress,

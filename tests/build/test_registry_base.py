@@ -44,3 +44,16 @@ def test_from_registry_pulls_once_then_works_offline(bbuilder, registry, tmp_pat
     assert [s.status for s in report.steps] == ["CACHED", "CACHED"]
     with pytest.raises(PybuildError):
         fresh.build(pull=True)  # --pull must go to the registry, which is down
+
+
+def test_build_push_to_registry(bbuilder, registry, tmp_path, monkeypatch):
+    import json
+    import subprocess
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    ref = f"{registry.host}/team/app:1"
+    bbuilder.write("Dockerfile", "FROM busybox\nRUN echo pushed > /p\nCMD [\"cat\", \"/p\"]\n")
+    bbuilder.build(tags=[ref], outputs=["type=registry"])
+    out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--config", f"docker://{ref}"],
+                         check=True, capture_output=True, text=True).stdout
+    assert json.loads(out)["config"]["Cmd"] == ["cat", "/p"]
