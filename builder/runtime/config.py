@@ -331,12 +331,15 @@ def parse(doc: Any) -> Spec:
             gid=_int(item.get("gid"), f"linux.devices[{i}].gid", 0),
         ))
     sysctl = _obj(linux.get("sysctl"), "linux.sysctl")
+    hostname = doc.get("hostname")
+    if hostname is not None and not isinstance(hostname, str):
+        raise ConfigError("config.json: hostname must be a string")
     spec = Spec(
         oci_version=version,
         process=process,
         root_path=root["path"],
         root_readonly=bool(root.get("readonly", False)),
-        hostname=doc.get("hostname") or None,
+        hostname=hostname or None,
         mounts=_mounts(_list(doc.get("mounts"), "mounts")),
         namespaces=namespaces,
         uid_mappings=_mappings(_list(linux.get("uidMappings"), "linux.uidMappings"), "linux.uidMappings"),

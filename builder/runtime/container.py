@@ -16,9 +16,14 @@ from .errors import ConfigError, RuntimeFailure
 from .state import FIFO, ContainerState, StateStore, process_start_time
 
 
+MAX_CONFIG_BYTES = 16 << 20   # a real config.json is a few KiB
+
+
 def load_bundle(bundle: str) -> tuple[dict, config.Spec]:
     path = os.path.join(bundle, "config.json")
     try:
+        if os.path.getsize(path) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; refusing to read it")
         with open(path) as f:
             doc = json.load(f)
     except FileNotFoundError:

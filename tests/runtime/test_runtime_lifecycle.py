@@ -216,6 +216,9 @@ def test_unsupported_config_is_refused_in_one_line(doc_edit, message, make_bundl
 def test_bad_usage_is_one_line(tmp_path, make_bundle, pybuild_runc) -> None:
     (tmp_path / "nojson").mkdir()
     (tmp_path / "nojson" / "config.json").write_text("{not json")
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "config.json").write_text(" " * (17 << 20))
     cases = [
         (("run", "-b", str(tmp_path / "nojson"), "x"), "not valid JSON"),
         (("run", "-b", str(tmp_path / "missing"), "x"), "no config.json"),
@@ -223,6 +226,7 @@ def test_bad_usage_is_one_line(tmp_path, make_bundle, pybuild_runc) -> None:
         (("kill", "ghost"), "does not exist"),
         (("run", "-b", str(make_bundle(["true"])), "../escape"), "invalid container id"),
         (("pause", "x"), "not supported"),
+        (("run", "-b", str(big), "x"), "larger than 16 MiB"),
     ]
     for args, message in cases:
         res = pybuild_runc(*args)
