@@ -15,7 +15,8 @@ from typing import Callable
 from builder.image import mediatypes as mt
 from builder.image.oci import Index, Platform
 from builder.registry.client import Manifest
-from builder.registry.errors import RegistryError
+from builder.registry.errors import RegistryError, VerificationError
+from builder.store.errors import DigestMismatchError
 from builder.registry.pull import pull_image
 from builder.registry.push import PushResult, push_image
 from builder.registry.reference import Reference, parse_reference
@@ -46,7 +47,12 @@ def pull_to_store(
     sources = _sources(store)
     try:
         with store.lease():
-            pulled = pull_image(ref, store, platform, options=options, sources=sources, progress=progress)
+            try:
+                # ContentStore.put_blob verifies digest and size itself: no need to hash twice.
+                pulled = pull_image(ref, store, platform, options=options, sources=sources,
+                                    progress=progress, sink_verifies=True)
+            except DigestMismatchError as exc:
+                raise VerificationError(f"{ref.registry} sent bad content for {ref}: {exc}") from None
             top = pulled.index or pulled.manifest
             name = str(Reference(ref.registry, ref.repository, ref.tag)) if ref.tag else None
             store.add_image(top.digest, top.media_type, name=name)

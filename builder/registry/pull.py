@@ -35,7 +35,8 @@ class BlobSink(Protocol):
 
     def has_blob(self, digest: str) -> bool: ...
 
-    def put_blob(self, stream: BinaryIO, expected_digest: str, expected_size: int): ...
+    def put_blob(self, stream: BinaryIO, expected_digest: str, expected_size: int):
+        """Store the stream's content; must refuse (raise, keep nothing) on a digest or size mismatch."""
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,12 @@ def pull_image(
     sources: BlobSources | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[str], None] | None = None,
+    sink_verifies: bool = False,
 ) -> PulledImage:
     """Pull ``ref`` into ``store``: manifest, config and layers, all verified.
+
+    Blob digests are checked as they stream in, unless ``sink_verifies`` says the store's
+    ``put_blob`` checks them itself (sizes are always checked here, to resume cut bodies).
 
     ``platform`` defaults to the host's when the reference names an index; a
     single-platform image is checked against ``platform`` (when given) before any layer
@@ -157,7 +162,7 @@ def pull_image(
             if store.has_blob(desc.digest):
                 result.skipped.append(desc.digest)
                 return
-            with client.open_blob(desc.digest, desc.size) as reader:
+            with client.open_blob(desc.digest, desc.size, verify_digest=not sink_verifies) as reader:
                 store.put_blob(reader, desc.digest, desc.size)
             result.downloaded.append(desc.digest)
             say(f"{desc.digest[:19]}: downloaded {desc.size} bytes")
