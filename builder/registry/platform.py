@@ -19,7 +19,8 @@ def select_manifest(entries: list[dict], want: Platform, where: str) -> dict:
         p = platform_of(entry)
         if p is not None and p.matches(want):
             return entry
-    available = sorted({str(p) for p in map(platform_of, entries) if p})
+    # "unknown/unknown" entries are attestations, not images: leave them out of the list.
+    available = sorted({str(p) for p in map(platform_of, entries) if p and p.os != "unknown"})
     raise NoMatchingPlatformError(
         f"{where} has no image for {want} (available: {', '.join(available) or 'none'})"
     )
