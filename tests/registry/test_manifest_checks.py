@@ -62,5 +62,5 @@ def test_platform_selection_normalises_variants_and_skips_attestations():
     ]
     assert select_manifest(entries, Platform("linux", "arm64"), "x")["digest"].startswith("sha256:01")
     assert select_manifest(entries, Platform("linux", "arm"), "x")["digest"].startswith("sha256:02")
-    with pytest.raises(NoMatchingPlatformError, match="available: linux/arm/v7, linux/arm64/v8\)"):
+    with pytest.raises(NoMatchingPlatformError, match=r"available: linux/arm/v7, linux/arm64/v8\)"):
         select_manifest(entries, Platform("linux", "riscv64"), "x")
