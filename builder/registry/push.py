@@ -117,7 +117,9 @@ def push_image(
         for child in manifests:
             if client.head_manifest(child.digest) != child.digest:
                 client.put_manifest(child.digest, child.content, child.media_type)
-        tags = ([ref.tag] if ref.tag else []) + [t for t in extra_tags if t != ref.tag]
+        for t in extra_tags:
+            ref.with_tag(t)  # validates the tag
+        tags = list(dict.fromkeys(([ref.tag] if ref.tag else []) + list(extra_tags)))
         targets = tags or [manifest.digest]
         for target in targets:
             if client.head_manifest(target) != manifest.digest:

@@ -44,6 +44,15 @@ def test_pushed_image_is_read_and_verified_by_skopeo(plain_registry, store, skop
     assert index["manifests"][0]["digest"] == image.manifest.digest
 
 
+def test_extra_tags_point_at_the_same_manifest(plain_registry, store):
+    image = small_image(store, "tags")
+    result = push_image(f"{plain_registry.host}/team/tags:1.0", store, image.manifest, extra_tags=("1", "latest"))
+    assert result.tags == ["1.0", "1", "latest"]
+    client = RepositoryClient(Transport(plain_registry.host), "team/tags")
+    assert sorted(client.list_tags()) == ["1", "1.0", "latest"]
+    assert {client.head_manifest(t) for t in result.tags} == {image.manifest.digest}
+
+
 def test_pull_round_trip_into_an_empty_store(plain_registry, store, tmp_path):
     image = small_image(store, "round")
     ref = f"{plain_registry.host}/team/round:v1"
