@@ -8,8 +8,10 @@ Two contexts are made in a temporary directory:
 For each, three kinds of build run in fresh processes (so peak RSS is per
 phase), each repeated and reported as the median: cold (empty metadata
 cache: every file read), warm (the cache answers, no file read) and after
-editing one file. Beside them, in the same run,
-``sha256sum`` over the same files (via ``find | xargs``) and the cost of
+editing one file. Beside them, in the same run: a cold
+hash followed by ``copy_selection`` into a staging directory; ``buildah build``
+of ``FROM scratch`` / ``COPY . /`` over the same context, cold and as a cached
+rebuild (when buildah is installed and we are root); ``sha256sum`` over the same files (via ``find | xargs``) and the cost of
 just walking the tree (``find | wc -l``). File data is in the page cache
 for every row (the files were just written): the figures compare CPU
 work, not disk speed.
@@ -32,13 +34,18 @@ from pathlib import Path
 
 PHASE = r"""
 import json, resource, sys, time
-from builder.context import BuildContext
-root, cache = sys.argv[1], sys.argv[2]
+from builder.context import BuildContext, copy_selection
+from builder.context.rmtree import remove_tree
+root, cache, staging = sys.argv[1], sys.argv[2], sys.argv[3]
 t0 = time.perf_counter()
 with BuildContext.from_directory(root, cache_dir=cache) as ctx:
     sel = ctx.select(["."])
     stats = ctx.stats
+if staging:
+    copy_selection(sel, staging, chown=(0, 0))
 elapsed = time.perf_counter() - t0
+if staging:
+    remove_tree(staging)
 print(json.dumps({"seconds": elapsed, "entries": len(sel.entries), "hashed": stats.files_hashed,
                   "bytes": stats.bytes_read, "hits": stats.cache_hits, "digest": sel.digest,
                   "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -67,10 +74,37 @@ def make_large(root: Path, mib: int) -> int:
     return 4 * mib << 20
 
 
-def phase(root: Path, cache: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", PHASE, str(root), str(cache)],
+def phase(root: Path, cache: Path, staging: Path | None = None) -> dict:
+    out = subprocess.run([sys.executable, "-c", PHASE, str(root), str(cache), str(staging or "")],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
+
+
+def buildah_times(root: Path, workdir: Path, repeat: int) -> tuple[float, float] | None:
+    """Median seconds of ``buildah build`` (FROM scratch, COPY . /): cold, then cached rebuild."""
+    buildah = shutil.which("buildah")
+    if buildah is None or os.geteuid() != 0:
+        return None
+    dockerfile = workdir / "Dockerfile.bench"
+    dockerfile.write_text("FROM scratch\nCOPY . /\n")
+    colds, warms = [], []
+    for i in range(repeat):
+        state = workdir / f"buildah-{i}"
+        base = [buildah, "--storage-driver", "overlay", "--root", str(state / "root"),
+                "--runroot", str(state / "run")]
+        build = base + ["build", "-q", "--layers", "-t", "bench", "-f", str(dockerfile), str(root)]
+        colds.append(timed_cmd(build))
+        warms.append(timed_cmd(build))
+        subprocess.run(base + ["rmi", "--all", "--force"], capture_output=True)
+        from builder.context.rmtree import remove_tree
+        remove_tree(state, ignore_errors=True)
+    return statistics.median(colds), statistics.median(warms)
+
+
+def timed_cmd(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
 
 
 def timed_shell(cmd: str) -> float:
@@ -103,7 +137,9 @@ def report(name: str, root: Path, total_bytes: int, nfiles: int, workdir: Path, 
         # build too (the racy-file rule); wait it out so each row reads exactly one file.
         time.sleep(1.1)
         edits.append(phase(root, cache))
-    cold, warm, edited = median_run(colds), median_run(warms), median_run(edits)
+    copies = [phase(root, workdir / f"cache-{name}-copy-{i}", workdir / "staging") for i in range(repeat)]
+    peer = buildah_times(root, workdir, repeat)
+    cold, warm, edited, copied = median_run(colds), median_run(warms), median_run(edits), median_run(copies)
     assert len({r["digest"] for r in colds + warms}) == 1 and edited["digest"] != cold["digest"]
     assert all(r["hashed"] == 0 for r in warms) and all(r["hashed"] == 1 for r in edits), (warms, edits)
 
@@ -115,12 +151,21 @@ def report(name: str, root: Path, total_bytes: int, nfiles: int, workdir: Path, 
         print(f"{label:28}{r['seconds']:9.3f}{nfiles / r['seconds']:11.0f}"
               f"{r['bytes'] / 1e6 / r['seconds']:9.0f}{r['rss_mib']:8.0f} MiB"
               f"   (read {r['hashed']} files, {r['hits']} from cache)")
+    print(f"{'pybuild cold + copy_selection':28}{copied['seconds']:9.3f}{nfiles / copied['seconds']:11.0f}"
+          f"{copied['bytes'] / 1e6 / copied['seconds']:9.0f}{copied['rss_mib']:8.0f} MiB   (hash, then copy verified)")
+    if peer:
+        print(f"{'buildah build COPY . / cold':28}{peer[0]:9.3f}{nfiles / peer[0]:11.0f}{mb / peer[0]:9.0f}"
+              "   (copies and commits a layer)")
+        print(f"{'buildah build, cached':28}{peer[1]:9.3f}{nfiles / peer[1]:11.0f}")
     print(f"{'sha256sum (1 process)':28}{sha:9.3f}{nfiles / sha:11.0f}{mb / sha:9.0f}")
     print(f"{'sha256sum (xargs -P2)':28}{sha_par:9.3f}{nfiles / sha_par:11.0f}{mb / sha_par:9.0f}")
     print(f"{'find | wc -l (walk only)':28}{walk:9.3f}")
     print(f"ratios: cold/sha256sum = {cold['seconds'] / sha:.2f}, cold/sha256sum -P2 = "
           f"{cold['seconds'] / sha_par:.2f}, warm/walk = {warm['seconds'] / walk:.2f}, "
           f"cold/warm = {cold['seconds'] / warm['seconds']:.1f}")
+    if peer:
+        print(f"        (cold + copy)/buildah cold = {copied['seconds'] / peer[0]:.2f}, "
+              f"warm/buildah cached = {warm['seconds'] / peer[1]:.2f}")
 
 
 def main() -> None:

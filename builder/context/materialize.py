@@ -44,6 +44,10 @@ class _Target:
     def __init__(self, root: Path) -> None:
         self.root = str(root)
         self.real_dirs: set[str] = {""}
+        # Directories this copy created (so they started empty) and paths it wrote:
+        # a new name in a fresh directory needs no lstat to make room for it.
+        self.fresh_dirs: set[str] = set()
+        self.written: set[str] = set()
 
     def path(self, rel: str) -> str:
         return self.root if not rel else f"{self.root}/{rel}"
@@ -63,6 +67,7 @@ class _Target:
                     os.mkdir(path, mode)
             except FileNotFoundError:
                 os.mkdir(path, mode)
+                self.fresh_dirs.add(rel)
             self.real_dirs.add(rel)
 
     def clear(self, rel: str) -> str:
@@ -70,6 +75,10 @@ class _Target:
         parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
         self.ensure_dir(parent)
         path = self.path(rel)
+        fresh = parent in self.fresh_dirs and rel not in self.written and rel not in self.real_dirs
+        self.written.add(rel)
+        if fresh:
+            return path
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -77,6 +86,7 @@ class _Target:
         if stat.S_ISDIR(st.st_mode):
             remove_tree(path)
             self.real_dirs = {d for d in self.real_dirs if d != rel and not d.startswith(rel + "/")}
+            self.fresh_dirs = {d for d in self.fresh_dirs if d != rel and not d.startswith(rel + "/")}
         else:
             os.unlink(path)
         return path
@@ -90,7 +100,8 @@ def _check_name(rel: str) -> None:
         raise ContextError(f"refusing to copy to the unsafe path {rel!r}")
 
 
-def _copy_file(src: str, dst: str, entry: Entry, verify: bool) -> int:
+def _copy_file(src: str, dst: str, entry: Entry, verify: bool, owner: tuple[int, int] | None, mode: int) -> int:
+    """Copy one file, hashing as it goes; owner, mode and times are set on the open file."""
     try:
         fd = os.open(src, _OPEN_FLAGS)
     except OSError as exc:
@@ -109,6 +120,10 @@ def _copy_file(src: str, dst: str, entry: Entry, verify: bool) -> int:
                 while view:
                     view = view[os.write(out, view):]
                 size += len(chunk)
+            if owner is not None:
+                os.fchown(out, *owner)
+            os.fchmod(out, mode)  # after chown, which clears setuid bits
+            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(out)
     finally:
@@ -136,16 +151,25 @@ def copy_selection(
     directories are applied last, so a read-only directory still receives
     its contents. Times are the source's (layers clamp them if asked).
     """
-    out = _Target(Path(target))
+    try:
+        return _copy_all(selection, _Target(Path(target)), chown, chmod, verify)
+    except OSError as exc:
+        where = exc.filename or target
+        raise ContextError(f"cannot write {where}: {exc.strerror or exc}") from None
+
+
+def _copy_all(selection: Selection, out: "_Target", chown: tuple[int, int] | None, chmod: int | None,
+              verify: bool) -> CopyStats:
     os.makedirs(out.root, exist_ok=True)
     stats = CopyStats()
     dirs: list[tuple[str, int, str]] = []  # (path, mode, source): modes and times go last
     am_root = os.geteuid() == 0
+    root = str(selection.root)
     for entry in selection.entries:
         _check_name(entry.path)
         uid, gid = chown if chown is not None else (entry.uid, entry.gid)
         mode = chmod if chmod is not None and entry.type in (FILE, DIR) else entry.mode
-        src = str(selection.source_path(entry))
+        src = root if entry.source == "." else f"{root}/{entry.source}"
         if entry.type == DIR:
             out.ensure_dir(entry.path)
             path = out.path(entry.path)
@@ -153,9 +177,12 @@ def copy_selection(
         else:
             path = out.clear(entry.path)
             if entry.type == FILE:
-                stats.bytes += _copy_file(src, path, entry, verify)
+                owner = (uid, gid) if am_root or chown is not None else None
+                stats.bytes += _copy_file(src, path, entry, verify, owner, mode)
                 stats.files += 1
-            elif entry.type == SYMLINK:
+                stats.entries += 1
+                continue
+            if entry.type == SYMLINK:
                 os.symlink(entry.linkname, path)
             elif entry.type == FIFO:
                 os.mkfifo(path, 0o600)

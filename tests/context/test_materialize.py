@@ -89,3 +89,20 @@ def test_read_only_directories_still_receive_their_contents(tree, tmp_path: Path
         copy_selection(ctx.select(["ro"]), tmp_path / "out")
     assert (tmp_path / "out" / "inner" / "file").read_text() == "f"
     assert stat.S_IMODE(os.stat(tmp_path / "out" / "inner").st_mode) == 0o555
+
+
+def test_a_later_source_replaces_an_earlier_one_of_another_type(tree, tmp_path: Path) -> None:
+    root = tree({"one/x/inner": "i", "two/x": "now a file", "three/x/again": "a dir again"})
+    with BuildContext.from_directory(root) as ctx:
+        copy_selection(ctx.select(["one", "two"]), tmp_path / "a")
+        copy_selection(ctx.select(["two", "three"]), tmp_path / "b")
+    assert (tmp_path / "a" / "x").read_text() == "now a file"
+    assert (tmp_path / "b" / "x" / "again").read_text() == "a dir again"
+
+
+def test_a_write_failure_is_one_clear_error(tree, tmp_path: Path) -> None:
+    root = tree({"f": "f"})
+    (tmp_path / "blocker").write_text("a file where the target directory should be")
+    with BuildContext.from_directory(root) as ctx:
+        with pytest.raises(ContextError, match="cannot write"):
+            copy_selection(ctx.select(["f"]), tmp_path / "blocker" / "out")
