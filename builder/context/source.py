@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -185,6 +186,9 @@ class BuildContext:
         self.cache = MetadataCache(cache_dir) if cache_dir is not None else None
         self.hasher = FileHasher(self._root, self.cache, workers=workers)
         self._owned_tempdir = owned_tempdir
+        # The solver runs independent steps in threads; selections share the
+        # hasher's memo and the cache connection, so they take turns.
+        self._lock = threading.Lock()
 
     # -- construction ----------------------------------------------------
     @classmethod
@@ -284,6 +288,11 @@ class BuildContext:
         is ``COPY --parents``: entries keep their path from the root, or from
         a ``/./`` pivot in the source.
         """
+        with self._lock:
+            return self._select(list(patterns), list(excludes), parents, allow_empty_wildcard)
+
+    def _select(self, patterns: list[str], excludes: list[str], parents: bool,
+                allow_empty_wildcard: bool) -> Selection:
         exclude = IgnoreMatcher.from_lines([e for e in excludes if e.strip()]) if excludes else None
         raws: list[_Raw] = []
         matches: list[SourceMatch] = []

@@ -355,3 +355,14 @@ def test_a_very_deep_tree_is_walked_without_recursion(tmp_path: Path) -> None:
     for tree_root in (root, tmp_path / "out"):  # pytest's own cleanup would recurse
         remove_tree(tree_root)
         assert not tree_root.exists()
+
+
+def test_selections_from_several_threads_agree(tree) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tree({f"d{i}/f{j}": f"{i}-{j}" for i in range(4) for j in range(50)})
+    with BuildContext.from_directory(root) as ctx:
+        expected = {f"d{i}": ctx.select([f"d{i}"]).digest for i in range(4)}
+    with BuildContext.from_directory(root) as ctx, ThreadPoolExecutor(4) as pool:
+        got = dict(zip(expected, pool.map(lambda d: ctx.select([d]).digest, list(expected) * 1)))
+    assert got == expected
