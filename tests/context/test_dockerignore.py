@@ -27,6 +27,8 @@ READING = [
     ("a\r\nb\r\n", ["a", "b"]),  # CRLF files
     ("  padded  \n", ["padded"]),
     (".\n./\n/\n", [".", ".", "/"]),
+    ("! /inverted/abs\n", ["!inverted/abs"]),
+    ("!\n! \n", ["!", "!"]),  # kept, and then refused by the matcher
 ]
 
 
