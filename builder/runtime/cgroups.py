@@ -4,8 +4,8 @@ The container gets a directory in every mounted hierarchy (as runc does), so
 that the cgroup mount inside shows its own cgroup. An empty or relative
 ``cgroupsPath`` is placed under this process's own cgroup; an absolute one
 under the hierarchy root. Limits: memory (limit, swap), pids, and device rules
-(v1 devices controller; on a pure v2 host device rules need eBPF and are
-refused).
+(the v1 devices controller, or on a pure v2 host an eBPF filter, see
+``devicefilter``).
 """
 from __future__ import annotations
 
@@ -76,6 +76,13 @@ def _own_paths() -> dict[str, str]:
 def _write(path: str, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
+
+
+def _parse_rule(text: str) -> DeviceRule:
+    """'c 1:3 rwm' (v1 devices.allow syntax) as an allowing DeviceRule."""
+    kind, numbers, access = text.split()
+    major, minor = numbers.split(":")
+    return DeviceRule(True, kind, None if major == "*" else int(major), None if minor == "*" else int(minor), access)
 
 
 def _device_rule(rule: DeviceRule) -> str:
@@ -180,14 +187,20 @@ def _apply(cg: CgroupSet, tree: list[Hierarchy], res: Resources | None, extra_de
         _write(os.path.join(d, "pids.max"), "max" if res.pids_limit <= 0 else str(res.pids_limit))
     if res.devices:
         found = _dir_for(cg, tree, "devices")
-        if found is None or found[1]:
-            raise ConfigError("linux.resources.devices: device rules need the cgroup v1 devices controller "
-                              "(cgroup v2 device control needs eBPF, which pybuild-runc does not do)")
-        d, _ = found
-        for rule in res.devices:
-            _write(os.path.join(d, "devices.allow" if rule.allow else "devices.deny"), _device_rule(rule))
-        for rule in (*_ALLOWED_DEVICES, *extra_devices):
-            _write(os.path.join(d, "devices.allow"), rule)
+        if found is not None:
+            d, _ = found
+            for rule in res.devices:
+                _write(os.path.join(d, "devices.allow" if rule.allow else "devices.deny"), _device_rule(rule))
+            for rule in (*_ALLOWED_DEVICES, *extra_devices):
+                _write(os.path.join(d, "devices.allow"), rule)
+            return
+        unified = next((h for h in tree if h.unified and h.mount_point in cg.paths), None)
+        if unified is None:
+            raise ConfigError("linux.resources.devices: no devices cgroup controller and no cgroup v2 to attach a filter to")
+        # cgroup v2: the same rules as an eBPF device filter.
+        from .devicefilter import attach
+        rules = list(res.devices) + [_parse_rule(r) for r in (*_ALLOWED_DEVICES, *extra_devices)]
+        attach(unified.mount_point + cg.paths[unified.mount_point], rules)
 
 
 def add_process(cg: CgroupSet, pid: int) -> None:

@@ -124,3 +124,22 @@ def test_missing_executable_fails_like_runc(make_bundle, runc, pybuild_runc) -> 
     assert expected.returncode != 0 and got.returncode != 0
     assert "executable file not found" in got.stderr
     assert "Traceback" not in got.stderr
+
+
+def test_device_rules_on_cgroup_v2_match_runc(make_bundle, runc, pybuild_runc) -> None:
+    """A pure cgroup v2 host, made by mounting cgroup2 over /sys/fs/cgroup in a private mount namespace."""
+    caps = ["CAP_MKNOD", "CAP_DAC_OVERRIDE"]
+    # /dev/kmsg (1:11) is not in the allowed list; opening it write-only needs no other privilege.
+    script = ("mknod /dev/kmsg2 c 1 11 && ( (: > /dev/kmsg2) 2>/dev/null && echo kmsg-open || echo kmsg-denied); "
+              "head -c1 /dev/zero | wc -c; grep '^0::' /proc/self/cgroup")
+    bundle = make_bundle(["sh", "-c", script],
+                         _set("process.capabilities", {k: caps for k in ("bounding", "effective", "permitted")}))
+    v2 = ["unshare", "-m", "sh", "-c", 'umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec "$@"', "sh"]
+    import subprocess
+    results = {}
+    for rt in (runc, pybuild_runc):
+        proc = subprocess.run([*v2, *rt.argv, "--root", str(rt.state_root), "run", "-b", str(bundle), "v2dev"],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        results[rt.name] = (proc.returncode, proc.stdout, proc.stderr)
+    assert results["pybuild-runc"][:2] == results["runc"][:2], results
+    assert results["runc"][1].splitlines() == ["kmsg-denied", "1", "0::/v2dev"]
