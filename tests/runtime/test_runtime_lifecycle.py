@@ -357,3 +357,14 @@ def test_console_socket_receives_the_pty_master(tmp_path, make_bundle, pybuild_r
         server.close()
         for fd in received:
             os.close(fd)
+
+
+def test_memory_limit_is_enforced_like_runc(make_bundle, runc, pybuild_runc) -> None:
+    def edit(doc: dict) -> None:
+        doc["linux"]["resources"] = {"memory": {"limit": 32 * 1024 * 1024}}
+    # busybox tail keeps the last line in memory: one 128 MiB line cannot fit in 32 MiB.
+    bundle = make_bundle(["sh", "-c", "head -c 134217728 /dev/zero | tail -n 1 | wc -c; echo survived"], edit)
+    expected = runc("run", "-b", str(bundle), "oom")
+    got = pybuild_runc("run", "-b", str(bundle), "oom")
+    assert (got.returncode, got.stdout) == (expected.returncode, expected.stdout)
+    assert got.stdout.splitlines()[0] != "134217728"      # the allocation did not succeed
