@@ -173,6 +173,8 @@ def _container_init(req: LaunchRequest, chan: _Channel, state_dir_fd: int | None
         rootfs.finish(spec, in_userns)
         if spec.hostname:
             linux.sethostname(spec.hostname)
+        if not _places_stage1(spec):
+            chan.recv_down()      # P has put us (G) in the cgroups meanwhile
         become(spec.process, can_setgroups)
         path = find_executable(spec.process.args[0], spec.process.env)
         chan.send_up("READY")
@@ -214,7 +216,8 @@ def _stage1(req: LaunchRequest, chan: _Channel, state_dir_fd: int | None, cgroup
     spec = req.spec
     try:
         chan.child_side()
-        chan.recv_down()          # P has put us in the cgroups
+        if _places_stage1(spec):
+            chan.recv_down()      # a new cgroup namespace is rooted where we are: be in place first
         ns_fds = _ns_fds(spec)
         userns = spec.namespace("user")
         in_userns = userns is not None
@@ -256,6 +259,16 @@ def _stage1(req: LaunchRequest, chan: _Channel, state_dir_fd: int | None, cgroup
     os._exit(127)
 
 
+def _places_stage1(spec: Spec) -> bool:
+    """Whether C joins the cgroups before unsharing (needed for a new cgroup namespace).
+
+    Otherwise P writes G's pid while G prepares its mounts, which overlaps
+    the cost of the cgroup writes with the set-up; G waits before exec.
+    """
+    ns = spec.namespace("cgroup")
+    return ns is not None and not ns.path
+
+
 def _setgroups_allowed() -> bool:
     try:
         with open("/proc/self/setgroups") as f:
@@ -290,11 +303,10 @@ def launch(req: LaunchRequest) -> Launched:
         if stage1 == 0:
             _stage1(req, chan, state_dir_fd, cgroup_view)
         chan.parent_side()
-        try:
-            cgroups.add_process(cg, stage1)
-        except OSError as e:
-            raise RuntimeFailure(f"joining cgroup: {e.strerror}") from None
-        chan.send_down()
+        early = _places_stage1(spec)
+        if early:
+            _join_cgroups(cg, stage1)
+            chan.send_down()
         while True:
             line = chan.recv_up()
             if line is None:
@@ -309,6 +321,9 @@ def launch(req: LaunchRequest) -> Launched:
                 chan.send_down()
             elif kind == "PID":
                 pid = int(rest)
+                if not early:
+                    _join_cgroups(cg, pid)
+                    chan.send_down()
             elif kind == "ERROR":
                 raise RuntimeFailure(rest)
             elif kind == "READY":
@@ -330,6 +345,13 @@ def launch(req: LaunchRequest) -> Launched:
             os.close(state_dir_fd)
         if has_stage1_child:
             _reap(stage1)        # C exits as soon as it has forked G
+
+
+def _join_cgroups(cg: cgroups.CgroupSet, pid: int) -> None:
+    try:
+        cgroups.add_process(cg, pid)
+    except OSError as e:
+        raise RuntimeFailure(f"joining cgroup: {e.strerror}") from None
 
 
 def _reap(pid: int) -> None:
