@@ -145,6 +145,8 @@ def _run(args: argparse.Namespace) -> int:
     from builder.snapshot import Snapshotter
     from builder.store import ContentStore
 
+    if args.rm and args.detach:
+        raise UsageError("--rm with -d is not supported: remove a detached container with `pybuild rm`")
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]

@@ -124,6 +124,7 @@ def test_other_runtimes_run_the_same_bundle(store_root, runtime) -> None:
     (("run", "--rm", "--runtime", "/nonexistent/runtime", "busybox", "true"), "not an executable"),
     (("run", "--rm", "busybox", "no-such-cmd"), "executable file not found"),
     (("stop", "ghost"), "no such container"),
+    (("run", "--rm", "-d", "busybox", "true"), "--rm with -d is not supported"),
 ])
 def test_errors_are_one_line(store_root, args, message) -> None:
     res = pybuild(store_root, *args)
