@@ -163,7 +163,8 @@ def _cmd_create(args: argparse.Namespace) -> int:
             raise RuntimeFailure("process.terminal is true: create needs --console-socket")
         tty_master, tty_slave = os.openpty()
     container.create(_store(args), args.id, args.bundle,
-                     container.CreateOptions(pid_file=args.pid_file, tty_slave=tty_slave))
+                     container.CreateOptions(pid_file=args.pid_file, tty_slave=tty_slave,
+                                             new_keyring=not args.no_new_keyring))
     if tty_master is not None:
         container.send_console(args.console_socket, tty_master)
     return 0
@@ -173,7 +174,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from . import container
     _check_lifecycle_flags(args)
     return container.run(_store(args), args.id, args.bundle, detach=args.detach, pid_file=args.pid_file,
-                         console_socket=args.console_socket, keep=args.keep)
+                         console_socket=args.console_socket, keep=args.keep, new_keyring=not args.no_new_keyring)
 
 
 def _cmd_start(args: argparse.Namespace) -> int:

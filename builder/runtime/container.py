@@ -62,6 +62,7 @@ class CreateOptions:
     wait_for_start: bool = True
     stdio: launcher.Stdio = field(default_factory=launcher.Stdio)
     tty_slave: int | None = None
+    new_keyring: bool = True
 
 
 def create(store: StateStore, container_id: str, bundle: str, opts: CreateOptions) -> ContainerState:
@@ -76,7 +77,7 @@ def create(store: StateStore, container_id: str, bundle: str, opts: CreateOption
         req = launcher.LaunchRequest(
             container_id=container_id, spec=spec, bundle=bundle,
             state_dir=state_dir, wait_for_start=opts.wait_for_start,
-            stdio=opts.stdio, tty_slave=opts.tty_slave,
+            stdio=opts.stdio, tty_slave=opts.tty_slave, new_keyring=opts.new_keyring,
         )
         launched = launcher.launch(req)
         root = spec.root_path if os.path.isabs(spec.root_path) else os.path.join(bundle, spec.root_path)
@@ -237,7 +238,7 @@ class _SignalForwarder:
 
 
 def run(store: StateStore, container_id: str, bundle: str, detach: bool = False, pid_file: str | None = None,
-        console_socket: str | None = None, keep: bool = False) -> int:
+        console_socket: str | None = None, keep: bool = False, new_keyring: bool = True) -> int:
     """``create`` + ``start``; in the foreground, wait and return the exit code, then delete (unless ``keep``)."""
     bundle = os.path.abspath(bundle)
     _, spec = load_bundle(bundle)
@@ -249,7 +250,8 @@ def run(store: StateStore, container_id: str, bundle: str, detach: bool = False,
             raise ConfigError("--console-socket is only for detached containers")
         tty_master, tty_slave = os.openpty()
     if detach:
-        state = create(store, container_id, bundle, CreateOptions(pid_file=pid_file, wait_for_start=True, tty_slave=tty_slave))
+        state = create(store, container_id, bundle, CreateOptions(pid_file=pid_file, wait_for_start=True, tty_slave=tty_slave,
+                                                                       new_keyring=new_keyring))
         if tty_master is not None:
             send_console(console_socket, tty_master)
             os.close(tty_master)
@@ -257,7 +259,8 @@ def run(store: StateStore, container_id: str, bundle: str, detach: bool = False,
         start(store, container_id)
         return 0
     launcher.linux.set_child_subreaper()
-    state = create(store, container_id, bundle, CreateOptions(pid_file=pid_file, wait_for_start=False, tty_slave=tty_slave))
+    state = create(store, container_id, bundle, CreateOptions(pid_file=pid_file, wait_for_start=False, tty_slave=tty_slave,
+                                                                       new_keyring=new_keyring))
     try:
         with _SignalForwarder(state.pid):
             if tty_master is not None:

@@ -11,6 +11,7 @@ Errors anywhere in C or G come back over the same pipe as one line.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -53,6 +54,7 @@ class LaunchRequest:
     tty_slave: int | None = None       # pty slave for process.terminal
     loopback_up: bool = False          # bring lo up in a new network namespace (build RUN steps)
     cgroups_required: bool = False
+    new_keyring: bool = True           # a fresh session keyring, as runc does unless --no-new-keyring
 
 
 @dataclass
@@ -173,6 +175,12 @@ def _container_init(req: LaunchRequest, chan: _Channel, state_dir_fd: int | None
         rootfs.finish(spec, in_userns)
         if spec.hostname:
             linux.sethostname(spec.hostname)
+        if req.new_keyring:
+            try:
+                linux.join_session_keyring(f"_ses.{req.container_id}")
+            except OSError as e:
+                if e.errno not in (errno.ENOSYS, errno.EPERM):   # no keyrings here: nothing to hide
+                    raise
         if not _places_stage1(spec):
             chan.recv_down()      # P has put us (G) in the cgroups meanwhile
         become(spec.process, can_setgroups)

@@ -62,6 +62,7 @@ _SYSCALLS = {
     "pivot_root": (155, 41),
     "capget": (125, 90),
     "capset": (126, 91),
+    "keyctl": (250, 219),
 }
 _ARCH_INDEX = {"x86_64": 0, "aarch64": 1}.get(os.uname().machine, 0)
 
@@ -139,6 +140,15 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     nr = _SYSCALLS["capset"][_ARCH_INDEX]
     _check(_libc.syscall(ctypes.c_long(nr), ctypes.byref(header), data), "capset")
+
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def join_session_keyring(name: str) -> None:
+    """Start a new session keyring named ``name`` (the host's keys stay out of reach)."""
+    nr = _SYSCALLS["keyctl"][_ARCH_INDEX]
+    _check(_libc.syscall(ctypes.c_long(nr), ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING), name.encode()), "keyctl")
 
 
 def set_child_subreaper() -> None:
