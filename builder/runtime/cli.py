@@ -314,6 +314,10 @@ def _main(argv: list[str]) -> int:
     try:
         if args.systemd_cgroup:
             raise RuntimeFailure("--systemd-cgroup is not supported: pybuild-runc manages cgroupfs directly")
+        if args.rootless not in ("auto", "true", "false"):
+            raise RuntimeFailure(f"--rootless {args.rootless!r}: use auto, true or false")
+        if (args.rootless == "true") != (os.geteuid() != 0) and args.rootless != "auto":
+            raise RuntimeFailure(f"--rootless {args.rootless} does not match this user (rootless mode is detected)")
         return int(_COMMANDS.get(args.subcommand, _cmd_unsupported)(args) or 0)
     except RuntimeFailure as exc:
         message = str(exc)
