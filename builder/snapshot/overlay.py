@@ -20,9 +20,10 @@ def mount(lowers: list[str], upper: str, work: str, target: str, userxattr: bool
     linux.mount("overlay", target, "overlay", 0, data)
 
 
-def unmount(target: str) -> None:
+def unmount(target: str, lazy: bool = False) -> None:
+    """Unmount ``target``; ``lazy`` detaches at once (a synchronous overlay unmount costs ~10 ms)."""
     try:
-        linux.umount2(target, 0)
+        linux.umount2(target, linux.MNT_DETACH if lazy else 0)
     except OSError as e:
         if e.errno == errno.EINVAL:      # not mounted
             return

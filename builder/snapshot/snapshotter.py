@@ -165,7 +165,7 @@ class Snapshotter:
         base = self.root / snap.id
         if snap.kind == "overlay":
             try:
-                overlay.unmount(str(snap.mount_dir))
+                overlay.unmount(str(snap.mount_dir), lazy=True)    # nothing is kept from it any more
             except OSError as e:
                 if e.errno != errno.ENOENT:
                     raise SnapshotError(f"cannot unmount {snap.mount_dir}: {e.strerror}") from None
