@@ -237,14 +237,10 @@ def _stage1(req: LaunchRequest, chan: _Channel, state_dir_fd: int | None, cgroup
             linux.unshare(linux.CLONE_NEWUSER)
             chan.send_up("USERNS")
             chan.recv_down()
-            can_setgroups = os.geteuid() == 0 and _setgroups_allowed()
         if in_userns:
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-            try:
-                can_setgroups = _setgroups_allowed()
-            except OSError:
-                pass
+            can_setgroups = _setgroups_allowed()     # "deny" when an unprivileged user wrote the maps
         for kind, fd in ns_fds:
             if kind != "user":
                 linux.setns(fd, NS_FLAGS[kind])
