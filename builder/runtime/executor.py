@@ -166,27 +166,31 @@ class _SecretDir:
 
 
 def _missing_mountpoints(rootfs: Path, targets: list[str]) -> list[str]:
-    """Host paths (inside rootfs) that a mount will have to create, outermost first."""
-    created = []
+    """Paths (inside rootfs) that mounts will have to create: every missing level, outermost first."""
+    created: list[str] = []
     for target in targets:
         parts = [p for p in target.split("/") if p]
         for i in range(1, len(parts) + 1):
             path = secure_join(str(rootfs), "/" + "/".join(parts[:i]))
-            if not os.path.lexists(path):
+            if not os.path.lexists(path) and path not in created:
                 created.append(path)
-                break
     return created
 
 
 def _remove_created(paths: list[str]) -> None:
-    for path in paths:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+    """Remove the mount points we created, deepest first, but never what the step put there."""
+    for path in reversed(paths):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.rmdir(path)                    # only if the step left it empty
+            elif st.st_size == 0 and os.path.isfile(path):
+                os.unlink(path)                   # the empty file a file mount was bound onto
+        except OSError:
+            continue
 
 
 class Executor:

@@ -158,3 +158,17 @@ def test_step_bundle_runs_unchanged_under_runc_and_crun(tmp_path, rootfs) -> Non
     outputs["crun"] = crun.stdout
     assert outputs["pybuild-runc"] == outputs["runc"] == outputs["crun"]
     assert outputs["runc"].splitlines()[:4] == ["uid=1000(app) gid=1000(app)", "pybuild", "/home/app", "1"]
+
+
+def test_files_the_step_writes_beside_mount_points_are_kept(tmp_path, rootfs) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.rmtree(rootfs / "etc")
+    # /etc did not exist: the resolv.conf/hosts mounts create it, and so does the step.
+    code, _, err = run(rootfs, "echo mine > /etc/made-by-step; mkdir -p /var/cache/apt/archives/partial", [
+        RunMount("/var/cache/apt", "cache", source=cache)])
+    assert code == 0, err
+    assert (rootfs / "etc" / "made-by-step").read_text() == "mine\n"
+    assert not (rootfs / "etc" / "hosts").exists() and not (rootfs / "etc" / "resolv.conf").exists()
+    assert not (rootfs / "var").exists()          # only ever a mount point: removed
+    assert (cache / "archives" / "partial").is_dir()
