@@ -59,6 +59,7 @@ class Process:
     rlimits: list[Rlimit] = field(default_factory=list)
     no_new_privileges: bool = False
     oom_score_adj: int | None = None
+    console_size: tuple[int, int] | None = None     # (height, width) for the pty
 
 
 @dataclass
@@ -212,6 +213,10 @@ def _process(raw: dict) -> Process:
     if not isinstance(cwd, str) or not cwd.startswith("/"):
         raise ConfigError("config.json: process.cwd must be an absolute path")
     oom = raw.get("oomScoreAdj")
+    size = None
+    if raw.get("consoleSize") is not None:
+        box = _obj(raw["consoleSize"], "process.consoleSize")
+        size = (_int(box.get("height"), "process.consoleSize.height", 0), _int(box.get("width"), "process.consoleSize.width", 0))
     return Process(
         args=args,
         env=env,
@@ -222,6 +227,7 @@ def _process(raw: dict) -> Process:
         rlimits=rlimits,
         no_new_privileges=bool(raw.get("noNewPrivileges", False)),
         oom_score_adj=None if oom is None else _int(oom, "process.oomScoreAdj"),
+        console_size=size,
     )
 
 
@@ -254,11 +260,20 @@ def _mappings(raw: list, where: str) -> list[IDMapping]:
     return out
 
 
+def _meaningful(value: Any) -> bool:
+    """False for settings that ask for nothing (``{"shares": 0}``, ``[]``), as generators often write."""
+    if isinstance(value, dict):
+        return any(_meaningful(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_meaningful(v) for v in value)
+    return bool(value)
+
+
 def _resources(raw: dict) -> Resources:
     res = Resources()
     known = {"memory", "pids", "devices"}
     for key, value in raw.items():
-        if key not in known and value:
+        if key not in known and _meaningful(value):
             raise ConfigError(f"config.json: linux.resources.{key} is not supported by pybuild-runc (memory, pids and devices are)")
     memory = _obj(raw.get("memory"), "linux.resources.memory")
     for key, value in memory.items():

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import signal
+import struct
 import termios
 from dataclasses import dataclass, field
 
@@ -139,7 +140,6 @@ def _ns_fds(spec: Spec) -> list[tuple[str, int]]:
 
 def _loopback_up() -> None:
     import socket
-    import struct
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sH14x", b"lo", 0)
@@ -155,6 +155,9 @@ def _container_init(req: LaunchRequest, chan: _Channel, state_dir_fd: int | None
         if req.tty_slave is not None:
             os.setsid()
             fcntl.ioctl(req.tty_slave, termios.TIOCSCTTY, 0)
+            if spec.process.console_size:
+                rows, cols = spec.process.console_size
+                fcntl.ioctl(req.tty_slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
             for target in (0, 1, 2):
                 os.dup2(req.tty_slave, target)
         else:

@@ -58,3 +58,9 @@ def test_any_mutation_is_accepted_or_refused_cleanly(runc_spec, path, value) -> 
         assert spec.process.args and isinstance(spec.root_path, str)
         assert spec.hostname is None or isinstance(spec.hostname, str)
         assert all(isinstance(a, str) for a in spec.process.args)
+
+
+def test_settings_that_ask_for_nothing_are_accepted(runc_spec) -> None:
+    doc = copy.deepcopy(runc_spec)
+    doc["linux"]["resources"].update(cpu={"shares": 0, "quota": 0}, blockIO={}, hugepageLimits=[])
+    assert config.parse(doc).resources.devices

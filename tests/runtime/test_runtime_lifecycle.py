@@ -201,6 +201,8 @@ def test_pids_limit_is_enforced_like_runc(make_bundle, runc, pybuild_runc) -> No
     (lambda d: d.update(hooks={"prestart": [{"path": "/bin/true"}]}), "hooks are not supported"),
     (lambda d: d["linux"].update(sysctl={"vm.swappiness": "1"}), "not namespaced"),
     (lambda d: d["linux"].update(resources={"cpu": {"shares": 10}}), "linux.resources.cpu is not supported"),
+    (lambda d: d["linux"].update(resources={"blockIO": {"weight": 0, "weightDevice": [{"major": 8, "minor": 0, "weight": 5}]}}),
+     "linux.resources.blockIO is not supported"),
     (lambda d: d["process"].update(args=[]), "process.args must not be empty"),
     (lambda d: d.update(ociVersion="2.0"), "not a 1.x"),
     (lambda d: d["linux"].update(namespaces=[{"type": "pid"}]), "mount namespace is required"),
@@ -297,7 +299,7 @@ def test_terminal_gets_a_pty(make_bundle, pybuild_runc) -> None:
     import pty
     import subprocess
     bundle = make_bundle(["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size"],
-                         lambda d: d["process"].update(terminal=True))
+                         lambda d: d["process"].update(terminal=True, consoleSize={"height": 33, "width": 111}))
     master, slave = pty.openpty()
     proc = subprocess.Popen([*pybuild_runc.argv, "--root", str(pybuild_runc.state_root), "run", "-b", str(bundle), "tty"],
                             stdin=slave, stdout=slave, stderr=slave)
@@ -316,6 +318,7 @@ def test_terminal_gets_a_pty(make_bundle, pybuild_runc) -> None:
     out = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 0, out
     assert "is-a-tty" in out
+    assert "33 111" in out                          # process.consoleSize
 
 
 def test_create_with_terminal_needs_a_console_socket(make_bundle, pybuild_runc) -> None:
