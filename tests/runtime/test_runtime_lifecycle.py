@@ -91,6 +91,10 @@ def test_run_detached_exec_and_ps(make_bundle, pybuild_runc) -> None:
                                "sh", "-c", "id -u; echo $X; pwd")
         assert as_user.stdout.split() == ["1000", "y", "/tmp"]
         assert pybuild_runc("exec", "d1", "sh", "-c", "exit 3").returncode == 3
+        process_json = bundle / "process.json"
+        process_json.write_text(json.dumps({"args": ["sh", "-c", "echo $FROM_FILE; id -u"], "env": ["FROM_FILE=1", "PATH=/bin"],
+                                            "cwd": "/", "user": {"uid": 7, "gid": 7}}))
+        assert pybuild_runc("exec", "--process", str(process_json), "d1").stdout.split() == ["1", "7"]
         pids = json.loads(pybuild_runc("ps", "--format", "json", "d1").stdout)
         assert st["pid"] in pids
         table = pybuild_runc("ps", "d1")
