@@ -29,7 +29,7 @@ import hashlib
 import os
 import stat
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO, Iterable, Mapping, NamedTuple

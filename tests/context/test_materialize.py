@@ -10,7 +10,6 @@ import pytest
 from builder.context import BuildContext, ContextError
 from builder.context.materialize import copy_selection
 from builder.context.source import Entry, Selection
-from tests.context.conftest import make_tree
 
 
 def listing(root: Path) -> dict[str, str]:
