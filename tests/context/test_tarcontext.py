@@ -137,3 +137,18 @@ def test_a_very_deep_hostile_archive_is_cleaned_up(tmp_path: Path) -> None:
     with pytest.raises(UnsafeArchive):
         open_tar(entries, tmp_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_context_streams_from_a_pipe_like_stdin(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = tar_bytes([("src", "dir"), ("src/a.py", b"a" * 300_000), (".dockerignore", b"*.tmp\n"), ("x.tmp", b"x")],
+                     compress=True)
+    script = ("import sys; from builder.context import BuildContext\n"
+              "with BuildContext.from_tar(sys.stdin.buffer, tmp_dir=sys.argv[1]) as ctx:\n"
+              "    print(' '.join(e.path for e in ctx.select(['.']).entries))\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], input=data, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().split() == [".dockerignore", "src", "src/a.py"]
+    assert list(tmp_path.iterdir()) == []
