@@ -92,8 +92,10 @@ class SourceMatch:
     """What one COPY source resolved to."""
 
     pattern: str  # as written
-    paths: tuple[str, ...]  # what it matched, relative to the root
+    paths: tuple[str, ...]  # what it matched, relative to the root (symlinks followed)
     is_dir: bool = False  # a single directory (its contents are copied)
+    types: tuple[str, ...] = ()  # the type of each path: how Docker picks the destination name
+    wildcard: bool = False  # the source had wildcards (Docker then needs a directory destination)
 
 
 @dataclass(frozen=True)
@@ -323,15 +325,17 @@ class BuildContext:
         cleaned = go_clean("/" + raw_pattern)
         display = cleaned
         parts = [p for p in cleaned.split("/") if p]
-        if contains_wildcards(cleaned):
+        is_wildcard = contains_wildcards(cleaned)
+        if is_wildcard:
             named = self._expand_wildcards(parts, pattern)
             if not named:
                 if allow_empty:
-                    return SourceMatch(pattern, ())
+                    return SourceMatch(pattern, (), wildcard=True)
                 raise SourceNotFound(display)
         else:
             named = [self._resolve_literal(parts, display)]
         used: list[str] = []
+        kinds: list[str] = []
         made: set[str] = set()  # --parents directories already added
         single_dir = False
         for shown, target in named:
@@ -344,6 +348,7 @@ class BuildContext:
             if kind is None:
                 raise ContextError(f"cannot copy {shown!r} from the build context: it is a socket")
             used.append(rel)
+            kinds.append(kind)
             if kind == DIR:
                 single_dir = len(named) == 1
                 if parents:
@@ -359,7 +364,7 @@ class BuildContext:
                     continue
                 linkname = os.readlink(self._abs(rel)) if kind == SYMLINK else ""
                 raws.append((dest, rel, target.st, kind, linkname))
-        return SourceMatch(pattern, tuple(used), single_dir)
+        return SourceMatch(pattern, tuple(used), single_dir, tuple(kinds), is_wildcard)
 
     def _add_parents(self, dest: str, shown: str, raws: list[_Raw], made: set[str]) -> None:
         """With --parents, the directories ``dest`` (and those above it) are created too."""

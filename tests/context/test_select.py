@@ -53,6 +53,7 @@ def test_several_sources_keep_their_order(tree) -> None:
     s = select(root, "z.txt", "a.txt")
     assert paths(s) == ["z.txt", "a.txt"]
     assert [m.paths for m in s.matches] == [("z.txt",), ("a.txt",)]
+    assert [(m.types, m.wildcard) for m in s.matches] == [(("file",), False), (("file",), False)]
 
 
 # -- wildcards ------------------------------------------------------------------
