@@ -261,6 +261,11 @@ class IgnoreMatcher:
             return False  # the context root itself is never ignored
         return self.info_for(cleaned)[0]
 
+    def skippable(self, relpath: str) -> bool:
+        """True if the directory ``relpath`` and everything under it is ignored."""
+        ignored, info = self.info_for(go_clean(relpath.lstrip("/")))
+        return ignored and self.can_skip_dir(go_clean(relpath.lstrip("/")), info)
+
     def can_skip_dir(self, relpath: str, info: MatchInfo) -> bool:
         """True if the ignored directory ``relpath`` has nothing re-included under it.
 

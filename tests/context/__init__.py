@@ -1,0 +1,1 @@
+"""Tests of builder.context: ignore files, source selection, digests, the metadata cache, tar contexts."""

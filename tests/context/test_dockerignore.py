@@ -203,6 +203,7 @@ def test_skip_test_only_for_directories_with_nothing_re_included() -> None:
     assert not m.can_skip_dir("vendor", m.info_for("vendor")[1])
     m = IgnoreMatcher.from_text("vendor\n!src/*.go\n")
     assert m.can_skip_dir("vendor", m.info_for("vendor")[1])
+    assert m.skippable("vendor") and m.skippable("/vendor/") and not m.skippable("src")
 
 
 # Random patterns over a small alphabet: whenever the skip test says a
