@@ -6,7 +6,8 @@ start, wait, delete), N times in alternation; the script prints the median and
 p90 latency of each and pybuild-runc's ratio to runc. crun refuses this
 host's hybrid cgroup layout unless /sys/fs/cgroup/unified is unmounted in a
 private mount namespace, so it runs under `unshare -m`; that wrapper is timed
-on its own and shown too. Python's own start-up on this host (`python -c
+on its own and shown too. The RUN executor is also timed in this process (what a build pays per
+step, no interpreter start-up). Python's own start-up on this host (`python -c
 pass`, and with -S to skip site-packages' .pth files) is printed for scale.
 
 The runtime's modules are byte-compiled first (as pip does on install; this
@@ -128,6 +129,16 @@ def main() -> int:
         for i in range(opts.n):
             for name, make in commands.items():
                 samples[name].append(timed(make(i)))
+        # What a build pays per RUN step: the executor called in process (no interpreter start-up).
+        from builder.runtime.executor import Executor, ProcessSpec
+        executor = Executor()
+        samples["Executor.run (in process)"] = []
+        for _ in range(opts.n):
+            t0 = time.perf_counter()
+            code = executor.run(bundle / "rootfs", ProcessSpec(["/bin/true"]), [], "none")
+            samples["Executor.run (in process)"].append(time.perf_counter() - t0)
+            if code != 0:
+                raise SystemExit(f"Executor.run exited {code}")
         med = {name: statistics.median(s) * 1000 for name, s in samples.items()}
         print(f"run of /bin/true in a busybox bundle, {opts.n} runs each, {os.cpu_count()} cpus")
         print(f"{'command':28} {'median ms':>10} {'p90 ms':>8}")
@@ -140,6 +151,7 @@ def main() -> int:
             crun = med["crun run (in unshare -m)"] - med["unshare -m wrapper alone"]
             print(f"crun (wrapper subtracted): {crun:.1f} ms; pybuild-runc / crun: {med['pybuild-runc run'] / crun:.2f}x")
         print(f"pybuild run / runc run: {med['pybuild run --rm busybox true'] / runc:.2f}x  (goal <= 3.0x)")
+        print(f"Executor.run / runc run: {med['Executor.run (in process)'] / runc:.2f}x")
         own = med["pybuild-runc run"] - med["python -c pass"]
         print(f"pybuild-runc beyond interpreter start-up: {own:.1f} ms "
               f"(interpreter with site: {med['python -c pass']:.1f} ms, without: {med['python -S -c pass']:.1f} ms)")
