@@ -9,9 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import REGISTRY_BINARY, RegistryServer, TokenServer, htpasswd_yaml  # noqa: E402
-
-USERS = {"alice": "correct horse battery staple", "bob": "hunter2-but-longer"}
+from servers import REGISTRY_BINARY, USERS, RegistryServer, TokenServer, htpasswd_yaml  # noqa: E402
 
 
 def _require_registry() -> None:

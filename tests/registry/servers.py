@@ -25,6 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
+# The accounts of the htpasswd and token-auth registries.
+USERS = {"alice": "correct horse battery staple", "bob": "hunter2-but-longer"}
 
 
 def free_port() -> int:

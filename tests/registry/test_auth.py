@@ -9,7 +9,7 @@ from builder.registry.errors import AuthenticationError
 from builder.registry.pull import pull_image
 from builder.registry.push import push_image
 from builder.registry.transport import RegistryOptions
-from conftest import USERS
+from servers import USERS
 from fault_proxy import FaultProxy
 from images import DirBlobStore, make_image
 

@@ -13,7 +13,7 @@ from builder.registry.credentials import (
     Credentials, erase_credentials, get_credentials, store_credentials,
 )
 from builder.registry.errors import CredentialsError
-from conftest import USERS
+from servers import USERS
 
 
 def write_config(dirpath, data) -> None:

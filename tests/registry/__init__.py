@@ -1,0 +1,1 @@
+"""Tests of the registry client (builder.registry) against real registries, skopeo and umoci."""
