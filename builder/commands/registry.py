@@ -18,6 +18,8 @@ def register(sub) -> None:
     p = sub.add_parser("pull", help="download an image from a registry into the store")
     p.add_argument("image", help="image reference, e.g. busybox:1.36 or localhost:5000/team/app@sha256:...")
     p.add_argument("--platform", help="OS/ARCH[/VARIANT] to pick from a multi-platform image (default: the host's)")
+    p.add_argument("--all-platforms", action="store_true",
+                   help="pull every platform of a multi-platform image (to push it on whole)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
     _add_connection_options(p)
     add_root_argument(p)
@@ -60,7 +62,7 @@ def _pull(args: argparse.Namespace) -> int:
 
     with open_store(state_root(args)) as store:
         image = pull_to_store(args.image, store, platform=args.platform, options=registry_options(args),
-                              progress=None if args.quiet else _say)
+                              progress=None if args.quiet else _say, all_platforms=args.all_platforms)
     if args.quiet:
         print(image.digest)
     else:

@@ -38,8 +38,10 @@ def pull_to_store(
     *,
     options: RegistryOptions | None = None,
     progress: Callable[[str], None] | None = None,
+    all_platforms: bool = False,
 ):
-    """Pull ``ref`` into ``store`` (a ``ContentStore``), name it, and return the stored image."""
+    """Pull ``ref`` into ``store`` (a ``ContentStore``), name it, and return the stored image
+    (for ``platform``, or the host's; ``all_platforms`` stores every platform of an index)."""
     if isinstance(ref, str):
         ref = parse_reference(ref)
     if isinstance(platform, str):
@@ -50,7 +52,7 @@ def pull_to_store(
             try:
                 # ContentStore.put_blob verifies digest and size itself: no need to hash twice.
                 pulled = pull_image(ref, store, platform, options=options, sources=sources,
-                                    progress=progress, sink_verifies=True)
+                                    progress=progress, sink_verifies=True, all_platforms=all_platforms)
             except DigestMismatchError as exc:
                 raise VerificationError(f"{ref.registry} sent bad content for {ref}: {exc}") from None
             top = pulled.index or pulled.manifest

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Protocol
 
 from builder.image.oci import Platform
-from builder.registry.client import MANIFEST_TYPES, Manifest, RepositoryClient
+from builder.registry.client import MANIFEST_TYPES, OCI_MANIFEST, Manifest, RepositoryClient
 from builder.registry.errors import NoMatchingPlatformError, UnsupportedManifestError, VerificationError
 from builder.registry.parallel import run_parallel
 from builder.registry.platform import platform_of, select_manifest
@@ -101,22 +101,36 @@ def parse_index(manifest: Manifest, where: str) -> list[dict]:
 
 
 def resolve(
-    client: RepositoryClient, ref: Reference, platform: Platform | None
+    client: RepositoryClient, ref: Reference, platform: Platform | None, any_platform: bool = False
 ) -> tuple[Manifest, Manifest | None, Platform | None]:
-    """Fetch the manifest for ``ref`` (through its index when it names one)."""
+    """Fetch the manifest for ``ref`` (through its index when it names one).
+
+    With ``any_platform`` an index without the wanted platform yields its first entry.
+    """
     where = str(ref)
     top = client.get_manifest(ref.identifier)
     if not top.is_index:
         return top, None, None
     want = platform or Platform.host()
-    entry = select_manifest(parse_index(top, where), want, where)
+    entries = parse_index(top, where)
+    try:
+        entry = select_manifest(entries, want, where)
+    except NoMatchingPlatformError:
+        if not (any_platform and entries):
+            raise
+        entry = entries[0]
+    child = _fetch_child(client, entry, where)
+    return child, top, platform_of(entry)
+
+
+def _fetch_child(client: RepositoryClient, entry: dict, where: str) -> Manifest:
     desc = parse_descriptor(entry, f"{where} index entry")
     child = client.get_manifest(desc.digest)
     if len(child.content) != desc.size:
         raise VerificationError(f"{where}: manifest {desc.digest[:19]} is {len(child.content)} bytes, index says {desc.size}")
     if child.media_type not in MANIFEST_TYPES:
-        raise UnsupportedManifestError(f"{where}: index entry for {want} is a {child.media_type}, not an image manifest")
-    return child, top, platform_of(entry)
+        raise UnsupportedManifestError(f"{where}: index entry {desc.digest[:19]} is a {child.media_type}, not an image manifest")
+    return child
 
 
 def _config_platform(config_bytes: bytes, where: str) -> Platform:
@@ -137,6 +151,7 @@ def pull_image(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[str], None] | None = None,
     sink_verifies: bool = False,
+    all_platforms: bool = False,
 ) -> PulledImage:
     """Pull ``ref`` into ``store``: manifest, config and layers, all verified.
 
@@ -145,7 +160,9 @@ def pull_image(
 
     ``platform`` defaults to the host's when the reference names an index; a
     single-platform image is checked against ``platform`` (when given) before any layer
-    is downloaded. Naming the image in the store is the caller's job (see ``api.pull_to_store``).
+    is downloaded. ``all_platforms`` pulls every manifest of an index (``result.manifest``
+    is still the wanted platform's, or the first). Naming the image in the store is the
+    caller's job (see ``api.pull_to_store``).
     """
     if isinstance(ref, str):
         ref = parse_reference(ref)
@@ -153,10 +170,19 @@ def pull_image(
     transport = Transport(ref.api_host, options)
     try:
         client = RepositoryClient(transport, ref.repository)
-        manifest, index, chosen = resolve(client, ref, platform)
+        manifest, index, chosen = resolve(client, ref, platform, any_platform=all_platforms)
         say(f"{ref}: manifest {manifest.digest}")
         config, layers = parse_image_manifest(manifest, str(ref))
         result = PulledImage(ref, manifest, config, layers, chosen, index)
+        others: list[Manifest] = []
+        if all_platforms and index is not None:
+            for entry in parse_index(index, str(ref)):
+                if entry.get("digest") != manifest.digest and entry.get("mediaType", OCI_MANIFEST) in MANIFEST_TYPES:
+                    others.append(_fetch_child(client, entry, str(ref)))
+        more_blobs: list[BlobDescriptor] = []
+        for other in others:
+            other_config, other_layers = parse_image_manifest(other, str(ref))
+            more_blobs += [other_config, *other_layers]
 
         def fetch(desc: BlobDescriptor) -> None:
             if store.has_blob(desc.digest):
@@ -176,9 +202,9 @@ def pull_image(
             if not store.has_blob(config.digest):
                 store.put_blob(io.BytesIO(config_bytes), config.digest, config.size)
                 result.downloaded.append(config.digest)
-        unique = list({d.digest: d for d in [config, *layers]}.values())
+        unique = list({d.digest: d for d in [config, *layers, *more_blobs]}.values())
         run_parallel(fetch, [d for d in unique if d.digest not in result.downloaded], concurrency)
-        for doc in filter(None, (manifest, index)):
+        for doc in [manifest, *others, *filter(None, [index])]:
             if not store.has_blob(doc.digest):
                 store.put_blob(io.BytesIO(doc.content), doc.digest, len(doc.content))
         if sources is not None:

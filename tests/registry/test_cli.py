@@ -176,3 +176,20 @@ def test_an_image_made_by_pybuild_goes_through_the_registry_to_skopeo_and_umoci(
     assert (bundle / "rootfs" / "etc" / "greeting").read_text() == "hello from pybuild\n"
     assert (bundle / "rootfs" / "bin" / "tool").read_bytes() == bytes(range(256)) * 64
     assert image.manifest_digest in out
+
+
+def test_pull_all_platforms_then_push_the_whole_index_on(plain_registry, tmp_path, capsys):
+    scratch = DirBlobStore(tmp_path / "scratch")
+    amd = make_image(scratch, [{"a": b"all amd64"}], arch="amd64")
+    arm = make_image(scratch, [{"a": b"all arm64"}], arch="arm64")
+    index = make_index(scratch, {"amd64": amd, "arm64": arm})
+    name = f"{plain_registry.host}/cli/all:1"
+    into_store(tmp_path / "a", scratch, index, name)
+    assert run(capsys, "push", "--root", str(tmp_path / "a"), name)[0] == 0
+
+    code, out, err = run(capsys, "pull", "--root", str(tmp_path / "b"), "--all-platforms", name)
+    assert code == 0, err
+    with open_store(tmp_path / "b") as store:
+        assert store.has_blob(amd.config_digest) and store.has_blob(arm.config_digest)
+        result = push_from_store(name, store, f"{plain_registry.host}/cli/all-copy:1")
+    assert result.digest == index.digest and result.mounted  # whole index, blobs mounted
