@@ -39,8 +39,12 @@ def stat_key(st: os.stat_result) -> StatKey:
 
 
 def is_racy(key: StatKey, now_ns: int) -> bool:
-    """True if the file changed too recently for its stat fields to prove it unchanged later."""
-    return now_ns - max(key[1], key[2]) < RACY_NS
+    """True if the file changed too recently for its stat fields to prove it unchanged later.
+
+    Judged on ctime alone: the kernel sets it on every change, while mtime can
+    be anything (a file unpacked with a future mtime must still be cacheable).
+    """
+    return now_ns - key[2] < RACY_NS
 
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS trees (root TEXT PRIMARY KEY, files BLOB NOT NULL) WITHOUT ROWID"

@@ -151,3 +151,14 @@ def test_a_full_walk_forgets_deleted_files(aged_tree: Path, tmp_path: Path) -> N
     build(aged_tree, cache)
     with MetadataCache(cache) as reopened:
         assert len(reopened.load_tree(aged_tree)) == 40
+
+
+def test_a_file_with_a_future_mtime_is_still_cached(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "ctx", {"from-the-future.txt": "x"})
+    future = time.time_ns() + 10 * 365 * 86400 * 10**9
+    os.utime(root / "from-the-future.txt", ns=(future, future))
+    age_past_racy_window()
+    cache = tmp_path / "cache"
+    build(root, cache)
+    _, stats = build(root, cache)
+    assert (stats.files_hashed, stats.cache_hits) == (0, 1)
