@@ -1,7 +1,7 @@
 """Tar archives of images, read as hostile input and written byte-for-byte reproducibly.
 
-Reading: a compressed archive (gzip, zstd) is first inflated into scratch
-space so members can be opened in any order. Member names must be clean
+Reading: one streaming pass, so standard input and compressed archives need
+no scratch copy; blobs go straight into the store as they pass. Member names must be clean
 relative paths (no absolute names, no ``..``); symlinks between members
 (old ``docker save`` output links duplicate layers) are followed only
 within the archive; member count and JSON sizes are bounded. Content is
@@ -13,19 +13,26 @@ order the caller gives, via ``builder.image.tarformat``.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from builder.exporter.errors import ArchiveError
-from builder.image.compress import GZIP_MAGIC, ZSTD_MAGIC, decompressor
+from builder.store.errors import StoreError
+from builder.image.compress import GZIP_MAGIC, ZSTD_MAGIC
 from builder.image import mediatypes as mt
 from builder.image.tarformat import DIRTYPE, END_OF_ARCHIVE, REGTYPE, TarEntry, encode_header, padding
 
 MAX_MEMBERS = 100_000  # image archives hold a few files per layer
 MAX_JSON = 8 << 20
+# Members other than blobs/sha256/* up to this size are kept in memory (JSON, VERSION files, tiny
+# layers), up to MAX_SMALL_TOTAL in all; bigger ones stream into the store.
+MAX_SMALL_MEMBER = MAX_JSON
+MAX_SMALL_TOTAL = 64 << 20
 MAX_LINK_HOPS = 16
 # A compressed archive may inflate to this many times its size (image tars compress 2-4x;
 # a decompression bomb does 1000x), and always to at least MIN_INFLATE_LIMIT.
@@ -44,81 +51,162 @@ def _clean(name: str) -> str | None:
     return "/".join(parts) or None
 
 
+class _Prefixed(io.RawIOBase):
+    """``head`` followed by the rest of ``stream``, counting the bytes read from ``stream``."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = head
+        self._stream = stream
+        self.consumed = len(head)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        if self._head:
+            n = min(len(buf), len(self._head))
+            buf[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._stream.read(len(buf))
+        self.consumed += len(data)
+        buf[: len(data)] = data
+        return len(data)
+
+
+class _BombGuard(io.RawIOBase):
+    """Decompressed bytes, refused once they outgrow what the compressed input could honestly hold."""
+
+    def __init__(self, inflated: BinaryIO, source: _Prefixed, label: str) -> None:
+        self._inflated = inflated
+        self._source = source
+        self._label = label
+        self.produced = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        data = self._inflated.read(len(buf))
+        self.produced += len(data)
+        limit = max(MIN_INFLATE_LIMIT, MAX_INFLATE_RATIO * self._source.consumed)
+        if self.produced > limit:
+            raise ArchiveError(f"{self._label} inflates to more than {limit} bytes; "
+                               "refusing a likely decompression bomb")
+        buf[: len(data)] = data
+        return len(data)
+
+
+def _inflate(source: BinaryIO, compression: str) -> BinaryIO:
+    """A single-threaded decompressing reader: an archive is read once, front to back, and a
+    helper thread (as the layer decompressor uses) could be left blocked when a bad archive is
+    abandoned half-read."""
+    if compression == mt.GZIP:
+        from isal import igzip
+
+        return igzip.IGzipFile(fileobj=source, mode="rb")
+    import zstandard
+
+    return zstandard.ZstdDecompressor().stream_reader(source, read_size=_CHUNK, read_across_frames=True,
+                                                      closefd=False)
+
+
+_BLOB_MEMBER = re.compile(r"blobs/sha256/([0-9a-f]{64})")
+
+
 class TarArchive:
-    """Random access to the regular-file members of an image archive."""
+    """An image archive (tar, plain or gzip/zstd-compressed) read in one streaming pass.
 
-    def __init__(self, path: Path, scratch: Path, label: str | None = None) -> None:
-        self.source = label or str(path)  # what messages call it
-        self._scratch_file: Path | None = None
+    Members named ``blobs/sha256/<hex>`` go straight into the store, verified against
+    their names; other small members (JSON, ``VERSION``...) stay in memory, bigger ones
+    (docker-archive layers) go into the store under the digest they turn out to have.
+    Afterwards the archive answers ``has``/``size``/``open``/``read_json`` by member name,
+    following links between members only inside the archive. Nothing is extracted.
+    ``ingested`` lists the blobs this archive added to the store (for cleanup on failure).
+    """
+
+    def __init__(self, store, label: str) -> None:
+        self.source = label  # what messages call it
+        self._store = store
+        self._small: dict[str, bytes] = {}
+        self._blobs: dict[str, tuple[str, int]] = {}
+        self._links: dict[str, str] = {}
+        self.ingested: list[str] = []
+
+    def read(self, stream: BinaryIO) -> "TarArchive":
+        """Take in the whole archive from ``stream``; returns self."""
+        label = self.source
+        head = stream.read(4)
+        prefixed = _Prefixed(head, stream)
+        data: BinaryIO = io.BufferedReader(prefixed, _CHUNK)
+        compression = mt.GZIP if head.startswith(GZIP_MAGIC) else mt.ZSTD if head.startswith(ZSTD_MAGIC) else None
+        inflated = None
         try:
-            fh = open(path, "rb")
-        except OSError as exc:
-            raise ArchiveError(f"cannot read {self.source}: {exc.strerror or exc}") from None
-        head = fh.read(4)
-        fh.seek(0)
-        if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
-            fh = self._inflate(fh, mt.GZIP if head.startswith(GZIP_MAGIC) else mt.ZSTD, scratch)
-        self._file = fh
-        try:
-            self._tar = tarfile.open(fileobj=fh, mode="r:")
-            self._members, self._links = self._scan()
-        except (tarfile.TarError, EOFError, UnicodeError, ValueError) as exc:
-            self.close()
-            raise ArchiveError(f"{self.source} is not a tar archive (or is truncated): {exc}") from None
-        except BaseException:
-            self.close()
+            if compression:
+                inflated = _inflate(data, compression)
+                data = io.BufferedReader(_BombGuard(inflated, prefixed, label), _CHUNK)
+            with tarfile.open(fileobj=data, mode="r|") as tar:
+                self._scan(tar)
+        except (ArchiveError, StoreError):
             raise
+        except EOFError as exc:
+            what = f"{compression} stream" if compression else "tar archive"
+            raise ArchiveError(f"{label} is corrupt or truncated ({what}): {exc}") from None
+        except (tarfile.TarError, UnicodeError) as exc:
+            raise ArchiveError(f"{label} is not a tar archive (or is truncated): {exc}") from None
+        except OSError as exc:
+            if compression:
+                raise ArchiveError(f"{label} is corrupt ({compression}): {exc}") from None
+            raise ArchiveError(f"cannot read {label}: {exc.strerror or exc}") from None
+        except Exception as exc:  # codec errors come in many types
+            if compression:
+                raise ArchiveError(f"{label} is corrupt ({compression}): {exc}") from None
+            raise
+        finally:
+            if inflated is not None:
+                inflated.close()
+        return self
 
-    def _inflate(self, fh: BinaryIO, compression: str, scratch: Path) -> BinaryIO:
-        self._scratch_file = scratch / "archive.tar"
-        limit = max(MIN_INFLATE_LIMIT, MAX_INFLATE_RATIO * os.fstat(fh.fileno()).st_size)
-        try:
-            with fh, decompressor(fh, compression) as stream, open(self._scratch_file, "wb") as out:
-                written = 0
-                while chunk := stream.read(_CHUNK):
-                    written += len(chunk)
-                    if written > limit:
-                        raise ArchiveError(f"{self.source} inflates to more than {limit} bytes; "
-                                           "refusing a likely decompression bomb")
-                    out.write(chunk)
-        except BaseException as exc:
-            self._scratch_file.unlink(missing_ok=True)
-            if isinstance(exc, ArchiveError) or not isinstance(exc, Exception):
-                raise
-            if isinstance(exc, OSError):
-                raise ArchiveError(f"cannot decompress {self.source}: {exc}") from None
-            raise ArchiveError(f"{self.source} is corrupt ({compression}): {exc}") from None  # codec errors vary
-        return open(self._scratch_file, "rb")
-
-    def _scan(self) -> tuple[dict[str, tarfile.TarInfo], dict[str, str]]:
-        members: dict[str, tarfile.TarInfo] = {}
-        links: dict[str, str] = {}
-        count = 0
-        for info in self._tar:
+    def _scan(self, tar: tarfile.TarFile) -> None:
+        count = small_total = 0
+        for info in tar:
             count += 1
             if count > MAX_MEMBERS:
                 raise ArchiveError(f"{self.source} has more than {MAX_MEMBERS} members")
             name = _clean(info.name)
             if name is None or info.isdir():
                 continue
-            if info.isreg():
-                members[name] = info
-            elif info.issym() or info.islnk():
+            if info.issym() or info.islnk():
                 target = info.linkname
                 if info.issym():
                     base = name.rpartition("/")[0]
                     target = f"{base}/{target}" if base and not target.startswith("/") else target
-                links[name] = target
-            # devices, fifos and the like mean nothing in an image archive: ignored
-        return members, links
+                self._links[name] = target
+                continue
+            if not info.isreg():
+                continue  # devices, fifos and the like mean nothing in an image archive
+            content = tar.extractfile(info)
+            blob = _BLOB_MEMBER.fullmatch(name)
+            if blob is None and info.size <= MAX_SMALL_MEMBER and small_total + info.size <= MAX_SMALL_TOTAL:
+                self._small[name] = content.read()
+                small_total += info.size
+                continue
+            expected = "sha256:" + blob.group(1) if blob else None
+            existed = expected is not None and self._store.has_blob(expected)
+            digest, size = self._store.put_blob(content, expected, info.size)
+            if not existed:
+                self.ingested.append(digest)
+            self._blobs[name] = (digest, size)
+            self._small.pop(name, None)
 
-    def _resolve(self, name: str) -> tarfile.TarInfo | None:
+    def _resolve(self, name: str) -> str | None:
+        """The member a name finally refers to (following links inside the archive)."""
         clean = _clean(name)
         for _ in range(MAX_LINK_HOPS):
             if clean is None:
                 return None
-            if clean in self._members:
-                return self._members[clean]
+            if clean in self._blobs or clean in self._small:
+                return clean
             target = self._links.get(clean)
             if target is None:
                 return None
@@ -127,22 +215,24 @@ class TarArchive:
             clean = _clean(_normalise(target))
         raise ArchiveError(f"archive member {name!r}: too many levels of links")
 
+    def _member(self, name: str) -> str:
+        member = self._resolve(name)
+        if member is None:
+            raise ArchiveError(f"{self.source} has no member {name!r}")
+        return member
+
     def has(self, name: str) -> bool:
         return self._resolve(name) is not None
 
     def size(self, name: str) -> int:
-        info = self._resolve(name)
-        if info is None:
-            raise ArchiveError(f"{self.source} has no member {name!r}")
-        return info.size
+        member = self._member(name)
+        return self._blobs[member][1] if member in self._blobs else len(self._small[member])
 
     def open(self, name: str) -> BinaryIO:
-        info = self._resolve(name)
-        if info is None:
-            raise ArchiveError(f"{self.source} has no member {name!r}")
-        stream = self._tar.extractfile(info)
-        assert stream is not None
-        return stream
+        member = self._member(name)
+        if member in self._blobs:
+            return self._store.open_blob(self._blobs[member][0])
+        return io.BufferedReader(io.BytesIO(self._small[member]))  # peek() like a file
 
     def read_json(self, name: str) -> Any:
         if self.size(name) > MAX_JSON:
@@ -153,23 +243,6 @@ class TarArchive:
             return json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ArchiveError(f"{name} in {self.source} is not valid JSON: {exc}") from None
-
-    def close(self) -> None:
-        tar = getattr(self, "_tar", None)
-        if tar is not None:
-            tar.close()
-        self._file.close() if hasattr(self, "_file") else None
-        if self._scratch_file is not None:
-            try:
-                self._scratch_file.unlink()
-            except FileNotFoundError:
-                pass
-
-    def __enter__(self) -> "TarArchive":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class DirLayout:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,44 +16,52 @@ from builder.image import mediatypes as mt
 from builder.image.layer import source_date_epoch_from_env
 from builder.image.oci import Platform
 from builder.store import ContentStore
+from builder.store.gc import collect
 from builder.store.names import InvalidReferenceError, parse_reference
 
 FORMATS = ("oci", "docker")
 
 
 def load_archive(store: ContentStore, source: str | os.PathLike | BinaryIO) -> list[LoadedImage]:
-    """Load every image in an OCI-layout or docker-archive tar (plain, gzip or zstd), or in an
-    OCI layout directory, into ``store``."""
+    """Load every image in an OCI-layout or docker-archive tar (plain, gzip or zstd; a file or a
+    stream such as standard input), or in an OCI layout directory, into ``store``."""
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         layout = DirLayout(Path(source))
         if not is_oci_layout(layout):
             raise ArchiveError(f"{source} is a directory but not an OCI image layout (no oci-layout/index.json)")
         return load_oci_layout(store, layout)
-    with _local_file(store, source) as path, TarArchive(path, store.scratch.path, _label(source)) as archive:
-        if is_oci_layout(archive):
-            return load_oci_layout(store, archive)
-        if is_docker_archive(archive):
-            return load_docker_archive(store, archive)
-        raise ArchiveError(f"{_label(source)} is neither an OCI image layout (no oci-layout/index.json) "
-                           "nor a docker-archive (no manifest.json)")
+    archive = TarArchive(store, _label(source))
+    try:
+        with store.lease(), _opened(source) as stream:
+            archive.read(stream)
+            if is_oci_layout(archive):
+                return load_oci_layout(store, archive)
+            if is_docker_archive(archive):
+                return load_docker_archive(store, archive)
+            raise ArchiveError(f"{_label(source)} is neither an OCI image layout (no oci-layout/index.json) "
+                               "nor a docker-archive (no manifest.json)")
+    except BaseException:
+        # What this load brought in and nothing uses goes now (unless other work holds a lease).
+        collect(store, set(archive.ingested))
+        raise
 
 
 @contextmanager
-def _local_file(store: ContentStore, source) -> Iterator[Path]:
-    """A seekable path for ``source``; a stream (stdin) is spooled to scratch space first."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise ArchiveError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
-        yield path
+def _opened(source) -> Iterator[BinaryIO]:
+    if not isinstance(source, (str, os.PathLike)):
+        yield source
         return
-    spool = store.scratch.path / "stdin.tar"
+    path = Path(source)
+    if not path.exists():
+        raise ArchiveError(f"{path}: no such file")
+    if not path.is_file():
+        raise ArchiveError(f"{path}: not a regular file")
     try:
-        with open(spool, "wb") as out:
-            shutil.copyfileobj(source, out, 1 << 20)
-        yield spool
-    finally:
-        spool.unlink(missing_ok=True)
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise ArchiveError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with fh:
+        yield fh
 
 
 def _label(source) -> str:

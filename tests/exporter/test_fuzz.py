@@ -1,9 +1,12 @@
 """Mutated archives: loading anything either works or fails with a one-line PybuildError, never a crash."""
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import tarfile
+
+import zstandard
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -32,14 +35,17 @@ def _tiny_archives(tmp_path_factory) -> dict[str, bytes]:
             sink = io.BytesIO()
             save_archive(store, ["tiny:1"], sink, fmt)
             out[fmt] = sink.getvalue()
+    # Compressed too: a corrupt stream must not leave a decompressor thread hanging (it once did).
+    out["oci.gz"] = gzip.compress(out["oci"])
+    out["docker.zst"] = zstandard.ZstdCompressor().compress(out["docker"])
     return out
 
 
 ARCHIVES: dict[str, bytes] = {}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fmt=st.sampled_from(["oci", "docker"]),
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fmt=st.sampled_from(["oci", "docker", "oci.gz", "docker.zst"]),
        edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8),
        cut=st.one_of(st.none(), st.floats(0, 1)))
 def test_mutated_archives_never_crash(tmp_path_factory, fmt, edits, cut):
