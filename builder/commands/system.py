@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from builder.commands._common import add_root_argument
+from builder.errors import UsageError
 from builder.commands.images import human_size, open_store_for, print_table
 
 
@@ -19,14 +20,14 @@ def register(sub) -> None:
 
     p = ssub.add_parser("prune", help="remove unnamed images and content nothing references")
     p.add_argument("-a", "--all", action="store_true", help="also remove the build cache")
+    p.add_argument("--filter", action="append", default=[], metavar="until=DURATION",
+                   help="with -a: only build cache unused for DURATION (e.g. 36h, 7d, 90m)")
     p.add_argument("-f", "--force", action="store_true", help="accepted for docker compatibility (never prompts)")
     add_root_argument(p)
     p.set_defaults(func=_prune)
 
 
 def _no_subcommand(parser: argparse.ArgumentParser) -> int:
-    from builder.errors import UsageError
-
     raise UsageError("pybuild system needs a command: df or prune")
 
 
@@ -56,9 +57,30 @@ def _df(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_duration(text: str) -> float:
+    """``90s``, ``30m``, ``36h`` or ``7d`` in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1
+    if unit not in units or value < 0:
+        raise UsageError(f"bad duration {text!r}: expected a number and s, m, h or d (e.g. 36h)")
+    return value * units[unit]
+
+
 def _prune(args: argparse.Namespace) -> int:
+    unused_for = None
+    for item in args.filter:
+        key, _, value = item.partition("=")
+        if key != "until":
+            raise UsageError(f"unsupported filter {item!r}: only until=DURATION")
+        unused_for = parse_duration(value)
+    if unused_for is not None and not args.all:
+        raise UsageError("--filter until=... selects build cache to remove; add -a")
     with open_store_for(args) as store:
-        report = store.prune(cache=args.all)
+        report = store.prune(cache=args.all, cache_unused_for=unused_for)
     for digest in report.images:
         print(f"Deleted image: {digest}")
     for digest in report.blobs:

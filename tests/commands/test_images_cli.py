@@ -113,6 +113,9 @@ def test_system_df_and_prune(capsys, root, busybox_archive):
     (["inspect", "--platform", "bogus", "busybox"], ["invalid platform"]),
     (["system"], ["df or prune"]),
     (["image"], ["ls, inspect, save, load, tag, rm or prune"]),
+    (["system", "prune", "-a", "--filter", "until=soon"], ["bad duration 'soon'"]),
+    (["system", "prune", "--filter", "until=1h"], ["add -a"]),
+    (["system", "prune", "-a", "--filter", "label=x"], ["unsupported filter"]),
     (["images", "-f", "color=blue"], ["unsupported filter 'color'"]),
     (["images", "-f", "dangling"], ["expected KEY=VALUE"]),
     (["inspect", "-f", "{{.Nope}}", "busybox"], ["no field 'Nope'"]),
@@ -203,3 +206,14 @@ def test_docker_image_group_spellings(capsys, root, busybox_archive, tmp_path):
     code, out, _ = cli(capsys, root, "image", "prune", "-f")
     assert out.splitlines()[:2] == ["Deleted Images:", f"deleted: {unnamed[0]}"]
     assert cli(capsys, root, "image", "ls", "busybox")[1].count("busybox") == 1
+
+
+def test_prune_build_cache_by_age(capsys, root):
+    with ContentStore(root) as store:
+        store.cache_put("old-step", {"n": 1})
+        store.index.query("UPDATE cache SET last_used = last_used - 3 * 86400 WHERE key = 'old-step'")
+        store.cache_put("new-step", {"n": 2})
+    code, out, _ = cli(capsys, root, "system", "prune", "-a", "--filter", "until=48h")
+    assert code == 0 and "Deleted build cache entries: 1" in out
+    with ContentStore(root) as store:
+        assert [key for key, _, _ in store.index.cache_keys()] == ["new-step"]
