@@ -68,7 +68,9 @@ class _Prefixed(io.RawIOBase):
             buf[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
-        data = self._stream.read(len(buf))
+        # read1: take what a pipe has now rather than wait for a full buffer.
+        read = getattr(self._stream, "read1", self._stream.read)
+        data = read(len(buf))
         self.consumed += len(data)
         buf[: len(data)] = data
         return len(data)

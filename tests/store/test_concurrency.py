@@ -167,3 +167,23 @@ def test_loads_tags_and_prunes_running_together_keep_the_store_whole(tmp_path, b
                 assert "sha256:" + hashlib.sha256(fh.read()).hexdigest() == digest
         assert [r.name for r in store.list_images()] == ["docker.io/library/busybox:latest"]
         assert store.prune().blobs == []
+
+
+def test_a_load_killed_halfway_leaves_no_image_and_nothing_prune_cannot_clear(tmp_path, busybox_archive):
+    root = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "--root", str(root), "load"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    data = busybox_archive.read_bytes()
+    proc.stdin.write(data[: len(data) // 2])  # the layer blob is half-way through
+    proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not any(p.name.startswith("blob-") for p in (root / "tmp").rglob("*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(p.name.startswith("blob-") for p in (root / "tmp").rglob("*")), "the load never got to the layer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    with ContentStore(root) as store:
+        assert list((root / "tmp").iterdir()) == []
+        assert store.list_images() == []
+        store.prune()
+        assert store.blobs.digests() == []
