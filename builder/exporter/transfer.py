@@ -78,7 +78,7 @@ def export_items(store: ContentStore, images: list[str], fmt: str,
         digest = store.resolve(text)
         names = _name_given(text, store.names_of(digest))
         if fmt == "docker":
-            image = store.get_image(digest, platform)
+            image = store.get_image(text, platform)
             key, media_type = image.manifest_digest, image.manifest.media_type
         else:
             record = store.index.image(digest)
