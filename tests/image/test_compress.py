@@ -13,7 +13,7 @@ from builder.image import mediatypes as mt
 from builder.image.compress import compressor, decompressor, detect_compression, open_layer_stream
 from builder.image.errors import UnsupportedMediaTypeError
 
-from image_helpers import require_tool
+from .image_helpers import require_tool
 
 DATA = os.urandom(3 << 20) + b"compressible " * 300_000  # several blocks of each kind
 

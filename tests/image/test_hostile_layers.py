@@ -14,7 +14,7 @@ from builder.image import mediatypes as mt
 from builder.image.errors import LayerError
 from builder.image.layer import apply_layer
 
-from image_helpers import entry, make_tar, snapshot
+from .image_helpers import entry, make_tar, snapshot
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from builder.image.digest import sha256_digest
 from builder.image.errors import LayerError
 from builder.image.layer import LayerWriter, apply_layer, source_date_epoch_from_env, write_layer
 
-from image_helpers import require_tool, requires_root, snapshot
+from .image_helpers import require_tool, requires_root, snapshot
 
 T0 = 1_600_000_000
 

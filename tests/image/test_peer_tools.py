@@ -15,7 +15,7 @@ from builder.image.digest import digest_hex
 from builder.image.layer import apply_layer, write_layer
 from builder.image.oci import Descriptor, History, ImageConfig, Index, Manifest, Platform, format_created
 
-from image_helpers import require_tool, requires_root, snapshot
+from .image_helpers import require_tool, requires_root, snapshot
 
 
 def write_oci_layout(layout: Path, layer_dirs: list[tuple[Path, dict]], compression: str,

@@ -13,7 +13,7 @@ from builder.image import mediatypes as mt
 from builder.image.errors import LayerError
 from builder.image.layer import apply_layer, write_layer
 
-from image_helpers import entry, make_tar, requires_root, snapshot
+from .image_helpers import entry, make_tar, requires_root, snapshot
 
 
 def layer_of(src: Path, **options) -> bytes:
