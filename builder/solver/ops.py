@@ -26,6 +26,7 @@ from builder.frontend.instructions import (
     RunInstruction,
     WorkdirInstruction,
 )
+from builder.frontend.stages import PROXY_ARGS
 from builder.solver.cachekey import KeyInputs, sorted_pairs
 from builder.solver.metadata import DEFAULT_PATH, ConfigState, apply_metadata, created_by
 from builder.solver.state import HistoryEntry, LayerRef, StepState
@@ -49,20 +50,13 @@ def _canonical(instr: Instruction, drop: tuple[str, ...] = ()) -> str:
 # ------------------------------------------------------------------ snapshots
 
 
-def register_layer(store, layer: LayerRef) -> None:
-    """Tell the store which blob holds a layer, so its snapshot can be rebuilt from the blob."""
-    with store.index.transaction() as db:
-        db.execute("INSERT OR IGNORE INTO layers VALUES (?, ?, ?)",
-                   (layer.digest, layer.diff_id, layer.media_type))
-
-
 def layer_dirs(store, layers: tuple[LayerRef, ...]) -> list[Path]:
     """The snapshot directories of ``layers``, bottom first (unpacking any that are missing)."""
     out = []
     for layer in layers:
         path = store.snapshot_path(layer.diff_id)
         if not path.is_dir():
-            register_layer(store, layer)
+            store.record_layer(layer.digest, layer.diff_id, layer.media_type)
             path = store.layer_snapshot(layer.diff_id)
         out.append(path)
     return out
@@ -284,7 +278,7 @@ class BuildOps:
             writer.abort()
             raise
         layer = LayerRef(blob.diff_id, digest, size, blob.media_type)
-        register_layer(self.store, layer)
+        self.store.record_layer(layer.digest, layer.diff_id, layer.media_type)
         self.store.adopt_snapshot(layer.diff_id, directory)
         return StepState(key, parent.layers + (layer,), config,
                          parent.history + (HistoryEntry(history),), parent.platform, parent.base_config)
@@ -549,7 +543,11 @@ class BuildOps:
         if self._snapshotter is None:
             path = self._work / "snapshots"
             path.mkdir(exist_ok=True)
-            self._snapshotter = Snapshotter(path)
+            # PYBUILD_SNAPSHOTTER=copy forces the copy-based fallback (both give the same layers).
+            mode = os.environ.get("PYBUILD_SNAPSHOTTER", "auto")
+            if mode not in ("auto", "overlay", "copy"):
+                raise PybuildError(f"PYBUILD_SNAPSHOTTER={mode!r}: expected auto, overlay or copy")
+            self._snapshotter = Snapshotter(path, mode=mode)
         return self._snapshotter
 
     def _run(self, ctx, key: str) -> StepState:
@@ -802,7 +800,8 @@ def run_environment(config: ConfigState, scope) -> dict[str, str]:
     Declared ARGs reach RUN as environment variables (not persisted in the
     image); ENV wins over an ARG of the same name.
     """
-    env = {k: v for k, v in scope.args.items() if v is not None}
+    env = {k: v for k, v in scope.build_args.items() if k in PROXY_ARGS}
+    env.update({k: v for k, v in scope.args.items() if v is not None})
     env.update(config.env_dict())
     return env
 

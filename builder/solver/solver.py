@@ -74,7 +74,22 @@ def rebase(parent: StepState, linked: StepState, key: str) -> StepState:
 
 
 class BuildError(PybuildError):
-    """A step failed; the message names the step (``Dockerfile:12 RUN make``)."""
+    """A step failed; the message names the step (``Dockerfile:12 RUN make``) and shows the
+    last lines of its output."""
+
+    def __init__(self, message: str, output_tail: list[str] | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.output_tail = output_tail or []
+        self.hint = hint
+
+    def render(self) -> str:
+        lines = [f"error: {self}"]
+        if self.output_tail:
+            lines.append("last lines of its output:")
+            lines.extend(f"  | {line}" for line in self.output_tail[-10:])
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
 
 
 @dataclass
@@ -244,7 +259,7 @@ class Solver:
         self._record_step(req, stage, (0, 0), base, inputs, state.key, status, time.monotonic() - t0, None)
 
         scope = ExpansionScope(escape=df.escape, env=state.config.env_dict(), build_args=req.build_args,
-                               meta_values=meta, filename=df.filename)
+                               meta_values={**predefined, **meta}, filename=df.filename)
         # The base image's ONBUILD triggers run first, and are not inherited further.
         triggers = state.config.on_build
         if triggers:
@@ -314,9 +329,14 @@ class Solver:
             rep = self._record_step(req, stage, slot, instr, inputs, key, "ERROR", duration, None)
             rep.error = message
             rep.output_tail = list(getattr(exc, "output_tail", []) or [])
-            if isinstance(exc, (PybuildError, DockerfileError)):
+            if isinstance(exc, DockerfileError) or not isinstance(exc, Exception):
                 raise
-            raise BuildError(f"{req.dockerfile.filename}:{instr.line} {_first_line(instr)}: {exc}") from exc
+            where = f"{req.dockerfile.filename}:{instr.line} {_first_line(instr)}"
+            if isinstance(exc, BuildError):
+                raise
+            if isinstance(exc, PybuildError):
+                raise BuildError(f"{where}: {exc}", rep.output_tail, getattr(exc, "hint", None)) from exc
+            raise BuildError(f"{where}: {type(exc).__name__}: {exc}", rep.output_tail) from exc
         pending.set_result(state)
         duration = time.monotonic() - t0
         self.progress.finished(num, status, duration)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from builder.solver.ops import StepFailed
+from builder.solver.solver import BuildError
 from tests.build.conftest import image_tree
 
 MULTI = """\
@@ -82,8 +82,9 @@ def test_dockerignored_change_invalidates_nothing(bbuilder):
 
 def test_failing_run_reports_and_keeps_finished_steps(bbuilder):
     bbuilder.write("Dockerfile", "FROM busybox\nRUN echo one > /one\nRUN echo oops && exit 3\n")
-    with pytest.raises(StepFailed) as err:
+    with pytest.raises(BuildError) as err:
         bbuilder.build()
+    assert str(err.value).startswith(str(bbuilder.context / "Dockerfile") + ":3 RUN echo oops")
     assert "exit code: 3" in str(err.value) and err.value.output_tail == ["oops"]
     bbuilder.write("Dockerfile", "FROM busybox\nRUN echo one > /one\nRUN echo fixed\n")
     _, report = bbuilder.build()
@@ -226,3 +227,52 @@ def test_copy_link_layer_is_reused_on_a_changed_base(bbuilder, tmp_path):
     # The COPY --link layer is the same blob in both images.
     a, b = bbuilder.config(first)["rootfs"]["diff_ids"], bbuilder.config(second)["rootfs"]["diff_ids"]
     assert a[-2] == b[-2] and a[-3] != b[-3]
+
+
+def test_failing_step_error_names_the_step_and_shows_output(bbuilder):
+    import sys
+
+    bbuilder.write("Dockerfile", "FROM busybox\n\nRUN echo compiling && echo 'error: boom' >&2 && exit 7\n")
+    proc = subprocess.run([sys.executable, "-m", "builder", "build", "--root", str(bbuilder.root),
+                           "--progress", "plain", str(bbuilder.context)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    err = proc.stderr
+    assert "Dockerfile:3 RUN echo compiling" in err and "exit code: 7" in err
+    assert "  | error: boom" in err and "Traceback" not in err
+
+
+def test_copy_snapshotter_gives_identical_layers(bbuilder, tmp_path, monkeypatch):
+    from tests.build.conftest import Builder
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    write_context(bbuilder)
+    overlay_id, _ = bbuilder.build()
+    monkeypatch.setenv("PYBUILD_SNAPSHOTTER", "copy")
+    other = Builder(root=tmp_path / "copy-root", context=bbuilder.context)
+    from builder.exporter import load_archive
+    store = other.store()
+    try:
+        from tests.store.conftest import load_make_busybox  # noqa: F401
+        load_archive(store, next(iter(tmp_path.parent.glob("busybox*/busybox-oci.tar")), None) or
+                     _busybox_tar(tmp_path))
+    finally:
+        store.close()
+    copy_id, _ = other.build()
+    assert bbuilder.config(overlay_id)["rootfs"] == other.config(copy_id)["rootfs"]
+
+
+def _busybox_tar(tmp_path):
+    from tests.store.conftest import load_make_busybox
+
+    out = tmp_path / "bb.tar"
+    assert load_make_busybox().main(["-o", str(out)]) == 0
+    return out
+
+
+def test_platform_args_can_be_declared_in_a_stage(bbuilder, tmp_path):
+    bbuilder.write("Dockerfile", "FROM busybox\nARG TARGETPLATFORM\nARG TARGETARCH\n"
+                                 "RUN echo \"$TARGETPLATFORM $TARGETARCH\" > /p\n")
+    image_id, _ = bbuilder.build()
+    got = (image_tree(bbuilder, image_id, tmp_path / "r") / "p").read_text().split()
+    assert got[0].startswith("linux/") and got[1] == got[0].split("/")[1]
