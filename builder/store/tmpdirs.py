@@ -80,6 +80,9 @@ def clean_stale_scratch(tmp_root: Path) -> int:
         try:
             if not try_lock(fd, exclusive=True):
                 continue  # its owner is alive
+            # A killed build can leave overlay mounts (RUN snapshots) in its scratch: detach them
+            # first, or removing the tree would write whiteouts through them.
+            unmount_below(tmp_root / name[: -len(_LOCK_SUFFIX)])
             remove_tree(tmp_root / name[: -len(_LOCK_SUFFIX)])
             os.unlink(lock_path)
             removed += 1
@@ -94,6 +97,32 @@ def clean_stale_scratch(tmp_root: Path) -> int:
         remove_tree(Path(entry.path))
         removed += 1
     return removed
+
+
+def _mount_points() -> list[str]:
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return []
+    # Field 5 is the mount point, with spaces and the like octal-escaped.
+    return [line.split()[4].encode().decode("unicode_escape") for line in lines if len(line.split()) > 4]
+
+
+def unmount_below(path: Path) -> int:
+    """Lazily unmount everything mounted at or under ``path`` (deepest first); returns the count."""
+    import ctypes
+
+    root = os.path.realpath(path)
+    targets = [m for m in _mount_points() if m == root or m.startswith(root + "/")]
+    if not targets:
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    done = 0
+    for target in sorted(targets, key=len, reverse=True):
+        if libc.umount2(target.encode("utf-8", "surrogateescape"), 2) == 0:  # MNT_DETACH
+            done += 1
+    return done
 
 
 def remove_tree(path: Path) -> None:

@@ -175,13 +175,13 @@ def test_killed_build_keeps_finished_steps(bbuilder):
     import subprocess
     import sys
 
-    bbuilder.write("Dockerfile", "FROM busybox\nRUN echo one > /one\nRUN sleep 60\n")
+    bbuilder.write("Dockerfile", "FROM busybox\nRUN echo one > /one\nRUN sleep 15\n")
     proc = subprocess.Popen([sys.executable, "-m", "builder", "build", "--root", str(bbuilder.root),
                              "--progress", "plain", str(bbuilder.context)],
                             stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stderr:
-            if "RUN sleep 60" in line:  # the first RUN is done and recorded
+            if "RUN sleep 15" in line:  # the first RUN is done and recorded
                 break
         time.sleep(0.5)
         proc.send_signal(signal.SIGKILL)
@@ -190,6 +190,9 @@ def test_killed_build_keeps_finished_steps(bbuilder):
     bbuilder.write("Dockerfile", "FROM busybox\nRUN echo one > /one\nRUN true\n")
     _, report = bbuilder.build()
     assert [s.status for s in report.steps] == ["CACHED", "CACHED", "DONE"]
+    # Opening the store again cleaned up the killed build's scratch, overlay mounts included.
+    with open("/proc/self/mountinfo") as fh:
+        assert str(bbuilder.root / "tmp") not in fh.read()
 
 
 def test_local_and_tar_outputs_and_report_command(bbuilder, tmp_path, capsys):
