@@ -44,18 +44,9 @@ def _read(args: argparse.Namespace) -> tuple[bytes, str]:
 
 
 def _build_args(pairs: list[str]) -> dict[str, str]:
-    import os
+    from builder.commands.build import parse_kv_list
 
-    out = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not key:
-            raise UsageError(f"invalid --build-arg {pair!r}: expected KEY=VALUE")
-        if eq:
-            out[key] = value
-        elif key in os.environ:  # docker: a bare KEY takes its value from the environment
-            out[key] = os.environ[key]
-    return out
+    return parse_kv_list(pairs, "--build-arg", env_fallback=True)
 
 
 def run(args: argparse.Namespace) -> int:
