@@ -357,7 +357,9 @@ class BuildOps:
             if not isinstance(instr, AddInstruction):
                 raise DockerfileError(f"COPY cannot copy from a URL ({urls[0]}): use ADD",
                                       line=instr.line, col=instr.col, hint="ADD <url> <dest>")
-            files = {u: self._fetch(instr, u)[1] for u in urls}
+            # With --checksum the content is known without downloading it again.
+            files = {u: instr.checksum if getattr(instr, "checksum", None) and len(urls) == 1
+                     else self._fetch(instr, u)[1] for u in urls}
             local = [s for s in instr.sources if not _is_url(s)]
             sel = self.context().select(local, excludes=instr.excludes, parents=instr.parents) if local else None
             if sel is not None:

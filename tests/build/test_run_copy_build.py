@@ -279,3 +279,28 @@ def test_platform_args_can_be_declared_in_a_stage(bbuilder, tmp_path):
     image_id, _ = bbuilder.build()
     got = (image_tree(bbuilder, image_id, tmp_path / "r") / "p").read_text().split()
     assert got[0].startswith("linux/") and got[1] == got[0].split("/")[1]
+
+
+def test_add_url_with_checksum(bbuilder, tmp_path):
+    import hashlib
+    import http.server
+    import threading
+
+    (tmp_path / "www").mkdir()
+    payload = b"downloaded content\n"
+    (tmp_path / "www" / "file.txt").write_bytes(payload)
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "www"), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/file.txt"
+        good = "sha256:" + hashlib.sha256(payload).hexdigest()
+        bbuilder.write("Dockerfile", f"FROM busybox\nADD --checksum={good} {url} /dl/\n")
+        image_id, _ = bbuilder.build()
+        assert (image_tree(bbuilder, image_id, tmp_path / "r") / "dl" / "file.txt").read_bytes() == payload
+        bad = "sha256:" + "0" * 64
+        bbuilder.write("Dockerfile", f"FROM busybox\nADD --checksum={bad} {url} /dl/\n")
+        with pytest.raises(BuildError, match="checksum mismatch"):
+            bbuilder.build()
+    finally:
+        server.shutdown()
