@@ -379,7 +379,7 @@ class BuildOps:
         except DockerfileError as exc:
             exc.line, exc.col, exc.filename = instr.line, instr.col, self.dockerfile.filename
             raise
-        chmod = _octal_mode(instr)
+        chmod = _chmod(instr)
         dest = instr.dest
         if not dest.startswith("/"):
             dest = posixpath.join(parent.config.working_dir or "/", dest)
@@ -461,7 +461,13 @@ class BuildOps:
                     with open(selection.source_path(e), "rb") as fh:
                         apply_layer(fh, target / posixpath.dirname(e.path), None)
                 selection = type(selection)(selection.root, rest, selection.matches)
-        copy_selection(selection, target, chown=owner, chmod=chmod)
+        copy_selection(selection, target, chown=owner)
+        if chmod is not None:
+            # Files and directories the COPY created get the mode (symlinks have none).
+            for e in selection.entries:
+                if e.type in ("file", "dir"):
+                    path = target / e.path if e.path else target
+                    os.chmod(path, chmod(e.mode, e.type == "dir"))
 
     def _select_from(self, ctx, name: str, instr):
         """Select COPY --from sources in another stage's (or an image's) file tree."""
@@ -749,14 +755,21 @@ def _is_archive(path: Path) -> bool:
     return head.startswith(magics) or (len(head) >= 262 and head[257:262] == b"ustar")
 
 
-def _octal_mode(instr) -> int | None:
+def _chmod(instr):
+    """The --chmod of a COPY/ADD as a function (old mode, is_dir) -> new mode, or None."""
+    from builder.solver.chmod import ChmodError, parse_chmod
+
     if instr.chmod is None:
         return None
     try:
-        return int(instr.chmod, 8)
-    except ValueError:
-        raise DockerfileError(f"--chmod={instr.chmod}: symbolic modes are not supported yet",
-                              line=instr.line, col=instr.col, hint="use an octal mode such as 0755") from None
+        return parse_chmod(instr.chmod)
+    except ChmodError as exc:
+        raise DockerfileError(str(exc), line=instr.line, col=instr.col,
+                              hint="use an octal mode such as 0755, or a symbolic one such as u+x,go-w") from None
+
+
+def _apply_chmod(path: Path, chmod, default: int) -> None:
+    os.chmod(path, chmod(default, False) if chmod is not None else default)
 
 
 def _is_dir(view: "MergedView", path: str) -> bool:
@@ -777,14 +790,14 @@ def _mirror_dir(view: "MergedView", path: str, target: Path) -> None:
 def _write_content(path: Path, data: str, owner, chmod) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data.encode("utf-8", "surrogateescape"))
-    os.chmod(path, chmod if chmod is not None else 0o644)
+    _apply_chmod(path, chmod, 0o644)
     os.lchown(path, *owner)
 
 
 def _place_file(src: Path, dst: Path, owner, chmod) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dst)
-    os.chmod(dst, chmod if chmod is not None else 0o600)
+    _apply_chmod(dst, chmod, 0o600)
     os.lchown(dst, *owner)
 
 

@@ -304,3 +304,14 @@ def test_add_url_with_checksum(bbuilder, tmp_path):
             bbuilder.build()
     finally:
         server.shutdown()
+
+
+def test_symbolic_chmod(bbuilder, tmp_path):
+    bbuilder.write("tool.sh", "#!/bin/sh\n", mode=0o644)
+    bbuilder.write("d/data.txt", "x", mode=0o600)
+    bbuilder.write("Dockerfile", "FROM busybox\nCOPY --chmod=a+rx tool.sh /bin/tool\n"
+                                 "COPY --chmod=u=rwX,go=rX d/ /data/\n")
+    image_id, _ = bbuilder.build()
+    root = image_tree(bbuilder, image_id, tmp_path / "r")
+    assert os.stat(root / "bin" / "tool").st_mode & 0o7777 == 0o755
+    assert os.stat(root / "data" / "data.txt").st_mode & 0o7777 == 0o644
