@@ -25,6 +25,8 @@ def _child(state: ContainerState, process: Process, chan: _Channel, tty_slave: i
     try:
         chan.child_side()
         chan.recv_down()
+        # The container must not reach this host interpreter via /proc/PID/exe or fds before exec.
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
         fds = []
         for kind in _ORDER:
             if kind not in state.namespaces:

@@ -94,7 +94,10 @@ class _Channel:
         return line.decode(errors="replace")
 
     def send_down(self, byte: bytes = b"1") -> None:
-        os.write(self.p2c_w, byte)
+        try:
+            os.write(self.p2c_w, byte)
+        except BrokenPipeError:
+            pass   # the child is gone; its ERROR line (or EOF) is what recv_up reports next
 
     def recv_down(self) -> None:
         if os.read(self.p2c_r, 1) != b"1":
@@ -240,6 +243,10 @@ def _stage1(req: LaunchRequest, chan: _Channel, state_dir_fd: int | None, cgroup
             linux.unshare(linux.CLONE_NEWUSER)
             chan.send_up("USERNS")
             chan.recv_down()
+        # Not dumpable from here until exec: a container process must not reach this (host)
+        # interpreter through /proc/PID/exe or /proc/PID/fd (runc's CVE-2019-5736 class).
+        # Not earlier: P must still be able to write our id maps.
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
         if in_userns:
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)

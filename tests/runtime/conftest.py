@@ -57,6 +57,17 @@ def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def public_rootfs() -> Path:
+    """A busybox rootfs every user can reach (for user namespaces mapping root elsewhere)."""
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="pybuild-public-rootfs-"))
+    os.chmod(base, 0o755)
+    root = make_busybox_rootfs(base / "rootfs")
+    yield root
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def runc_spec(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The config.json `runc spec` writes, made by the real runc."""
     need("runc")
@@ -110,16 +121,16 @@ BundleMaker = Callable[..., Path]
 
 @pytest.fixture
 def make_bundle(tmp_path: Path, busybox_rootfs: Path, runc_spec: dict) -> BundleMaker:
-    """make_bundle(args, edit=None) -> bundle dir whose config.json came from `runc spec`."""
+    """make_bundle(args, edit=None, rootfs=None) -> bundle dir whose config.json came from `runc spec`."""
     counter = iter(range(1000))
 
-    def make(args: list[str], edit: Callable[[dict], None] | None = None) -> Path:
+    def make(args: list[str], edit: Callable[[dict], None] | None = None, rootfs: Path | None = None) -> Path:
         bundle = tmp_path / f"bundle{next(counter)}"
         bundle.mkdir()
         doc = json.loads(json.dumps(runc_spec))
         doc["process"]["terminal"] = False
         doc["process"]["args"] = args
-        doc["root"]["path"] = str(busybox_rootfs)
+        doc["root"]["path"] = str(rootfs or busybox_rootfs)
         if edit is not None:
             edit(doc)
         (bundle / "config.json").write_text(json.dumps(doc, indent=1))

@@ -375,3 +375,4 @@ def test_memory_limit_is_enforced_like_runc(make_bundle, runc, pybuild_runc) -> 
     got = pybuild_runc("run", "-b", str(bundle), "oom")
     assert (got.returncode, got.stdout) == (expected.returncode, expected.stdout)
     assert got.stdout.splitlines()[0] != "134217728"      # the allocation did not succeed
+
