@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -48,6 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv and not argv[0].startswith("-") and argv[0] not in known and "build" in known:
         argv.insert(0, "build")
     args = parser.parse_args(argv)
+    # SIGTERM (a cancelled CI job) stops like Ctrl-C: running steps are killed, finished ones kept.
+    import signal
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading_main():
+        signal.signal(signal.SIGTERM, _terminate)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2

@@ -198,6 +198,17 @@ class Executor:
 
     def __init__(self, rootless: bool | None = None) -> None:
         self.rootless = os.geteuid() != 0 if rootless is None else rootless
+        self._live: set[int] = set()  # init pids of running steps, for kill_all
+        self._cancelled = False
+
+    def kill_all(self, sig: int = 9) -> None:
+        """Kill every step this executor is running (an interrupted build), and refuse new ones."""
+        self._cancelled = True
+        for pid in list(self._live):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
 
     def run(self, rootfs: Path, spec: ProcessSpec, mounts: list[RunMount] | None = None, network: Network = "host",
             stdout: Sink | None = None, stderr: Sink | None = None) -> int:
@@ -230,7 +241,10 @@ class Executor:
             stdio=launcher.Stdio(devnull, out_w, err_w), loopback_up=(network == "none"),
         )
         try:
+            if self._cancelled:
+                raise RuntimeFailure("the build was interrupted")
             launched = launcher.launch(req)
+            self._live.add(launched.pid)
         except BaseException:
             for fd in (out_r, err_r):
                 os.close(fd)
@@ -242,6 +256,7 @@ class Executor:
             _pump({out_r: stdout, err_r: stderr})
             return launcher.wait_exit(launched.pid)
         finally:
+            self._live.discard(launched.pid)
             from . import cgroups
             cgroups.destroy(launched.cgroups)
 

@@ -513,6 +513,11 @@ class BuildOps:
             self._downloads[url] = (path, digest)
         return path, digest
 
+    def cancel(self) -> None:
+        """Stop: kill running RUN steps (the build was interrupted)."""
+        if self._executor is not None:
+            self._executor.kill_all()
+
     def release(self, ctx) -> None:
         """Forget per-step state kept between ``inputs`` and ``execute`` (e.g. after a cache hit)."""
         self._selections.pop((ctx.stage.index, ctx.pos), None)
@@ -590,7 +595,9 @@ class BuildOps:
             try:
                 mounts = self._run_mounts(ctx, instr, cleanups)
                 if self._executor is None:
-                    self._executor = Executor()
+                    with self._context_lock:
+                        if self._executor is None:
+                            self._executor = Executor()
                 code = self._executor.run(snap.mount_dir, spec, mounts, network, stdout=sink, stderr=sink)
                 if partial["out"]:
                     sink(b"\n")

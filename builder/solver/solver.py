@@ -198,6 +198,14 @@ class Solver:
             for stage in order:
                 try:
                     futures[stage.index].result()
+                except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM: stop running steps now
+                    failure = exc
+                    for f in futures.values():
+                        f.cancel()
+                    cancel = getattr(self.ops, "cancel", None)
+                    if cancel is not None:
+                        cancel()
+                    break
                 except BaseException as exc:  # keep the first failure, let the rest finish
                     failure = failure or exc
         report.steps = [self._step_reports[k] for k in sorted(self._step_reports)]

@@ -315,3 +315,25 @@ def test_symbolic_chmod(bbuilder, tmp_path):
     root = image_tree(bbuilder, image_id, tmp_path / "r")
     assert os.stat(root / "bin" / "tool").st_mode & 0o7777 == 0o755
     assert os.stat(root / "data" / "data.txt").st_mode & 0o7777 == 0o644
+
+
+def test_sigterm_stops_a_running_step_promptly(bbuilder):
+    import signal
+    import sys
+
+    bbuilder.write("Dockerfile", "FROM busybox\nRUN echo one > /one\nRUN sleep 30 # pybuild-sigterm-test\n")
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "build", "--root", str(bbuilder.root),
+                             "--progress", "plain", str(bbuilder.context)], stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "RUN sleep 30" in line:
+            break
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=20)[1]
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 130 and "error: interrupted" in rest
+    leftover = subprocess.run(["pgrep", "-f", "pybuild-sigterm-test"], capture_output=True, text=True)
+    assert leftover.stdout == ""
+    with open("/proc/self/mountinfo") as fh:
+        assert str(bbuilder.root) not in fh.read()
