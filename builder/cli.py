@@ -16,7 +16,8 @@ from builder import __version__
 from builder.errors import PybuildError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``only``, just that command module's subcommands (faster)."""
     parser = argparse.ArgumentParser(
         prog="pybuild", description="Build OCI images from Dockerfiles."
     )
@@ -28,16 +29,34 @@ def build_parser() -> argparse.ArgumentParser:
         "else $XDG_DATA_HOME/pybuild)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    import builder.commands as commands
-
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"builder.commands.{info.name}")
+    for name in [only] if only else command_modules():
+        module = importlib.import_module(f"builder.commands.{name}")
         register = getattr(module, "register", None)
         if register is not None:
             register(sub)
     return parser
+
+
+def command_modules() -> list[str]:
+    import builder.commands as commands
+
+    return sorted(info.name for info in pkgutil.iter_modules(commands.__path__)
+                  if not info.name.startswith("_"))
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The subcommand word in ``argv`` (after global options), if any."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--root":
+            i += 2
+            continue
+        if word.startswith("--root="):
+            i += 1
+            continue
+        return None if word.startswith("-") else word
+    return None
 
 
 def threading_main() -> bool:
@@ -47,12 +66,15 @@ def threading_main() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from builder.commands import COMMAND_MODULES
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    # `pybuild PATH` is shorthand for `pybuild build PATH`.
-    known = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()
-    if argv and not argv[0].startswith("-") and argv[0] not in known and "build" in known:
-        argv.insert(0, "build")
+    word = _command_word(argv)
+    if word is not None and word not in COMMAND_MODULES:
+        # `pybuild PATH` is shorthand for `pybuild build PATH`.
+        argv.insert(argv.index(word), "build")
+        word = "build"
+    parser = build_parser(COMMAND_MODULES.get(word) if word else None)
     args = parser.parse_args(argv)
     # SIGTERM (a cancelled CI job) stops like Ctrl-C: running steps are killed, finished ones kept.
     import signal
