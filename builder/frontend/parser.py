@@ -29,7 +29,6 @@ from builder.frontend.lexer import (
     DockerfileLexer,
     Heredoc,
     LogicalLine,
-    PToken,
 )
 
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")

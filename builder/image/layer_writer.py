@@ -18,6 +18,7 @@ import stat
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable, Iterator
 
+from builder.image.overlayfs import is_opaque, is_whiteout
 from builder.image import mediatypes as mt
 from builder.image.compress import compressor
 from builder.image.digest import DigestWriter
@@ -31,7 +32,6 @@ from builder.image.tarformat import (
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
-OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 
 _UNSUPPORTED_OVERLAY_FEATURES = (".metacopy", ".redirect")
 _FLUSH_AT = 1 << 20
@@ -128,10 +128,6 @@ def _deletions_by_dir(deleted: Iterable[str]) -> dict[str, set[str]]:
     return out
 
 
-def _is_whiteout_device(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
 class _TreeArchiver:
     """One pass over a tree, writing tar entries into ``sink`` with buffering."""
 
@@ -183,7 +179,7 @@ class _TreeArchiver:
         """Sorted (relative name, absolute path) of a directory, whiteouts merged in."""
         with os.scandir(path) as it:
             names = sorted(e.name for e in it)
-        if self.overlay and rel and _is_opaque(path):
+        if self.overlay and rel and is_opaque(path):
             st = os.lstat(path)
             self._whiteout(rel + "/" + OPAQUE_MARKER, st.st_mode & 0o7777, st.st_uid, st.st_gid, self._mtime(st))
         gone = self.deletions.pop(rel, None)
@@ -207,7 +203,7 @@ class _TreeArchiver:
         except FileNotFoundError:
             raise LayerError(f"{rel!r} disappeared while the layer was being written") from None
         mode = st.st_mode
-        if self.overlay and _is_whiteout_device(st):
+        if self.overlay and is_whiteout(st):
             parent, _, name = rel.rpartition("/")
             self._whiteout(_join(parent, WHITEOUT_PREFIX + name), mode & 0o7777, st.st_uid, st.st_gid, self._mtime(st))
             return False
@@ -277,16 +273,6 @@ class _TreeArchiver:
 
 def _join(parent: str, name: str) -> str:
     return parent + "/" + name if parent else name
-
-
-def _is_opaque(path: str) -> bool:
-    for name in OPAQUE_XATTRS:
-        try:
-            if os.getxattr(path, name, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            pass
-    return False
 
 
 def _xattrs(path: str) -> dict[str, bytes]:

@@ -13,21 +13,7 @@ import os
 import shutil
 import stat
 
-OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
-
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _is_opaque(path: str) -> bool:
-    for name in OPAQUE_XATTRS:
-        try:
-            if os.getxattr(path, name, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            continue
-    return False
+from builder.image.overlayfs import OPAQUE_XATTRS, is_opaque, is_whiteout
 
 
 def _remove(path: str) -> None:
@@ -81,13 +67,13 @@ def apply(layer: str, target: str) -> None:
             src = os.path.join(dirpath, name)
             dst = os.path.join(out_dir, name)
             st = os.lstat(src)
-            if _is_whiteout(st):
+            if is_whiteout(st):
                 _remove(dst)
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if os.path.lexists(dst) and not (os.path.isdir(dst) and not os.path.islink(dst)):
                     _remove(dst)
-                if os.path.isdir(dst) and _is_opaque(src):
+                if os.path.isdir(dst) and is_opaque(src):
                     shutil.rmtree(dst)
                 if not os.path.lexists(dst):
                     _copy_entry(src, dst, st)

@@ -27,6 +27,7 @@ from builder.frontend.instructions import (
     WorkdirInstruction,
 )
 from builder.frontend.stages import PROXY_ARGS
+from builder.image.overlayfs import is_opaque, is_whiteout
 from builder.solver.cachekey import KeyInputs, sorted_pairs
 from builder.solver.metadata import DEFAULT_PATH, ConfigState, apply_metadata, created_by
 from builder.solver.state import HistoryEntry, LayerRef, StepState
@@ -81,25 +82,21 @@ class MergedView:
                     st = os.lstat(cur)
                 except (FileNotFoundError, NotADirectoryError):
                     break
-                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    hidden = True  # whiteout: deleted in this layer
+                if is_whiteout(st):
+                    hidden = True  # deleted in this layer
                     break
                 if i == len(parts) - 1:
                     return cur, st
                 if not stat.S_ISDIR(st.st_mode):
                     break
-                try:
-                    if os.getxattr(cur, "trusted.overlay.opaque", follow_symlinks=False) == b"y":
-                        # Opaque: lower layers are hidden below this directory.
-                        rest = d.joinpath(*parts)
-                        try:
-                            st2 = os.lstat(rest)
-                            return rest, st2
-                        except FileNotFoundError:
-                            hidden = True
-                            break
-                except OSError:
-                    pass
+                if is_opaque(cur):
+                    # Lower layers are hidden below this directory.
+                    rest = d.joinpath(*parts)
+                    try:
+                        return rest, os.lstat(rest)
+                    except (FileNotFoundError, NotADirectoryError):
+                        hidden = True
+                        break
             else:
                 if not parts:
                     return d, os.lstat(d)
