@@ -45,7 +45,7 @@ def isal_level(gzip_level: int) -> int:
 
 
 class _NonClosing(io.RawIOBase):
-    """Forwards writes to ``target`` but leaves it open on close."""
+    """Forwards writes to ``target`` but leaves it open on close (also the "none" compressor)."""
 
     def __init__(self, target: BinaryIO) -> None:
         self._target = target
@@ -62,20 +62,6 @@ class _NonClosing(io.RawIOBase):
             self._target.flush()
 
 
-class _Passthrough(io.RawIOBase):
-    """The "none" compressor: writes straight through, never closes the target."""
-
-    def __init__(self, target: BinaryIO) -> None:
-        self._target = target
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self._target.write(data)
-        return len(data)
-
-
 def compressor(target: BinaryIO, compression: str, level: int | None = None,
                threads: int | None = None) -> BinaryIO:
     """A writable stream compressing into ``target``; ``close()`` finishes the stream.
@@ -85,7 +71,7 @@ def compressor(target: BinaryIO, compression: str, level: int | None = None,
     """
     threads = cpu_count() if threads is None else max(1, threads)
     if compression == mt.UNCOMPRESSED:
-        return _Passthrough(target)
+        return _NonClosing(target)
     if compression == mt.GZIP:
         from isal import igzip_threaded
 
