@@ -311,8 +311,35 @@ def _check_schema(d: dict, what: str) -> None:
         raise InvalidImageError(f"{what}: schemaVersion must be 2, got {version!r}")
 
 
+class _Document:
+    """What manifests and indexes share: canonical JSON and their own descriptor."""
+
+    media_type: str
+
+    def to_dict(self) -> dict:  # pragma: no cover - each document defines it
+        raise NotImplementedError
+
+    def to_json(self) -> bytes:
+        return canonical_json(self.to_dict())
+
+    def descriptor(self, **kwargs: Any) -> Descriptor:
+        """The descriptor of this document's canonical JSON."""
+        return Descriptor.of(self.media_type, self.to_json(), **kwargs)
+
+
+def _finish_document(doc, out: dict) -> dict:
+    """The fields after the content: subject, annotations, then unknown keys kept as read."""
+    if doc.subject:
+        out["subject"] = doc.subject.to_dict()
+    if doc.annotations:
+        out["annotations"] = _sorted_map(doc.annotations)
+    for key in sorted(doc.extra):
+        out.setdefault(key, doc.extra[key])
+    return out
+
+
 @dataclass
-class Manifest:
+class Manifest(_Document):
     """An image manifest: one config and an ordered list of layers."""
 
     config: Descriptor
@@ -330,20 +357,7 @@ class Manifest:
             out["artifactType"] = self.artifact_type
         out["config"] = self.config.to_dict()
         out["layers"] = [layer.to_dict() for layer in self.layers]  # required even when empty
-        if self.subject:
-            out["subject"] = self.subject.to_dict()
-        if self.annotations:
-            out["annotations"] = _sorted_map(self.annotations)
-        for key in sorted(self.extra):
-            out.setdefault(key, self.extra[key])
-        return out
-
-    def to_json(self) -> bytes:
-        return canonical_json(self.to_dict())
-
-    def descriptor(self, **kwargs: Any) -> Descriptor:
-        """The descriptor of this manifest's canonical JSON."""
-        return Descriptor.of(self.media_type, self.to_json(), **kwargs)
+        return _finish_document(self, out)
 
     @classmethod
     def from_dict(cls, d: Any, what: str = "manifest") -> "Manifest":
@@ -378,7 +392,7 @@ class Manifest:
 
 
 @dataclass
-class Index:
+class Index(_Document):
     """An image index (or Docker manifest list): manifests for several platforms."""
 
     manifests: list[Descriptor]
@@ -394,19 +408,7 @@ class Index:
         if self.artifact_type:
             out["artifactType"] = self.artifact_type
         out["manifests"] = [m.to_dict() for m in self.manifests]
-        if self.subject:
-            out["subject"] = self.subject.to_dict()
-        if self.annotations:
-            out["annotations"] = _sorted_map(self.annotations)
-        for key in sorted(self.extra):
-            out.setdefault(key, self.extra[key])
-        return out
-
-    def to_json(self) -> bytes:
-        return canonical_json(self.to_dict())
-
-    def descriptor(self, **kwargs: Any) -> Descriptor:
-        return Descriptor.of(self.media_type, self.to_json(), **kwargs)
+        return _finish_document(self, out)
 
     def for_platform(self, want: Platform) -> Descriptor | None:
         """The first manifest entry whose platform matches ``want`` (None when there is none)."""
