@@ -1,0 +1,1 @@
+"""Hardening suite (issue #8): crashes, store check, concurrency, registry faults, hostile inputs."""
