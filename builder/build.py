@@ -37,6 +37,8 @@ class BuildOptions:
     report_file: str | None = None
     jobs: int = 2
     root: Path = Path("/var/lib/pybuild")
+    cache_from: list[str] = field(default_factory=list)  # --cache-from values (builder.cache.spec)
+    cache_to: list[str] = field(default_factory=list)  # --cache-to values
 
 
 def source_date_epoch() -> int | None:
@@ -82,12 +84,17 @@ def run(options: BuildOptions) -> str:
     from builder.solver.solver import BuildRequest, Solver
     from builder.store.store import ContentStore
 
+    from builder.cache.spec import parse_cache_spec
+
     outputs = parse_outputs(options.outputs)
+    cache_to = [parse_cache_spec(v, export=True) for v in options.cache_to]
+    cache_from = [parse_cache_spec(v, export=False) for v in options.cache_from]
     platform = options.platform or str(Platform.host())
     store = ContentStore(options.root)
     context = None
     progress = None
     report = None
+    cache_import = None
     try:
         if options.context == "-":
             context = _stdin_context(store, options)
@@ -95,7 +102,13 @@ def run(options: BuildOptions) -> str:
         progress = make_progress(options.progress)
         with store.lease():
             ops = BuildOps(store, options, dockerfile, progress, context=context)
-            solver = Solver(store, ops, progress)
+            if cache_from:
+                from builder.cache.importer import CacheImport
+
+                cache_import = CacheImport.load(cache_from, platform, progress.warn, store=store)
+                progress.info(f"imported {cache_import.record_count} cache record(s) from "
+                              f"{len(cache_import.sources)} of {len(cache_from)} cache source(s)")
+            solver = Solver(store, ops, progress, cache_import)
             request = BuildRequest(
                 dockerfile=dockerfile, target=options.target, build_args=options.build_args,
                 no_cache=options.no_cache, no_cache_filter=options.no_cache_filter, platform=platform,
@@ -108,10 +121,21 @@ def run(options: BuildOptions) -> str:
                 raise
             finally:
                 ops.close()
-            image = export_image(store, state, options, platform)
+            if cache_import is not None:
+                report.warnings.extend(cache_import.warnings)
+            inline = None
+            if any(spec.type == "inline" for spec in cache_to):
+                from builder.cache.exporter import collect, inline_document
+
+                inline = inline_document(collect(store, cache_keys(solver, _graph, "min")),
+                                         [lr.digest for lr in state.layers])
+            image = export_image(store, state, options, platform, inline_cache=inline)
             report.image_id = image.id
             for out in outputs:
                 write_output(store, image, out, options)
+            for spec in cache_to:
+                if spec.type != "inline":
+                    export_cache(store, solver, _graph, spec, progress, report)
         _write_iidfile(options, image.id)
         _write_metadata(options, image)
         return image.id
@@ -122,7 +146,44 @@ def run(options: BuildOptions) -> str:
                 _save_report(options, report, progress)
         if context is not None:
             context.close()
+        if cache_import is not None:
+            cache_import.close()
         store.close()
+
+
+def cache_keys(solver, graph, mode: str) -> list[str]:
+    """The cache keys ``--cache-to`` exports: ``min``, the steps that make the final image (the
+    target stage and the stages it is built FROM); ``max``, every step of every stage built."""
+    if mode == "max":
+        return [k for index in sorted(solver.keys_by_stage) for k in solver.keys_by_stage[index]]
+    chain = []
+    index = graph.target.index
+    while index is not None:
+        chain.append(index)
+        index = graph.deps[index].base_stage
+    return [k for index in reversed(chain) for k in solver.keys_by_stage.get(index, [])]
+
+
+def export_cache(store, solver, graph, spec, progress, report) -> None:
+    """One ``--cache-to`` destination; a failure fails the build unless ``ignore-error=true``."""
+    from builder.cache.exporter import collect, export_local, export_registry
+
+    t0 = time.monotonic()
+    config = collect(store, cache_keys(solver, graph, spec.mode))
+    try:
+        if spec.type == "registry":
+            summary = export_registry(store, config, spec, say=progress.info)
+        else:
+            summary = export_local(store, config, spec, say=progress.info)
+    except PybuildError as exc:
+        if not spec.ignore_error:
+            raise PybuildError(f"exporting the build cache to {spec.describe()}: {exc}") from None
+        msg = f"exporting the build cache to {spec.describe()} failed (ignored): {exc}"
+        report.warnings.append(msg)
+        progress.warn(msg)
+        return
+    progress.info(f"exported {summary.records} cache record(s) and {summary.layers} layer(s) to "
+                  f"{summary.destination} ({summary.uploaded} layer(s) written) in {time.monotonic() - t0:.2f}s")
 
 
 def _stdin_context(store, options: BuildOptions):
@@ -168,14 +229,25 @@ def _save_report(options: BuildOptions, report, progress) -> None:
             progress.info(line) if options.progress == "json" else print(line, file=__import__("sys").stderr)
 
 
-def export_image(store, state, options: BuildOptions, platform: str):
+def export_image(store, state, options: BuildOptions, platform: str, inline_cache: dict | None = None):
     """The target stage's final state as an OCI image in the store, tagged."""
     from builder.image.oci import ContainerConfig, Healthcheck, History, ImageConfig, Platform, RootFS, \
         format_created
 
     epoch = source_date_epoch()
-    created = format_created(epoch if epoch is not None else time.time())
     base = ImageConfig.from_json(state.base_config) if state.base_config else None
+    base_count = len(base.history) if base else 0
+    # The image is as new as its newest step (kept in the cache), so a build that is cached to
+    # the end gives the same image id again; SOURCE_DATE_EPOCH pins every time.
+    step_times = [h.created for h in state.history[base_count:] if h.created]
+    if epoch is not None:
+        created = format_created(epoch)
+    elif step_times:
+        from datetime import datetime
+
+        created = max(step_times, key=lambda t: datetime.fromisoformat(t.replace("Z", "+00:00")))
+    else:
+        created = format_created(time.time())
     plat = Platform.parse(state.platform or platform)
     cfg = state.config
     labels = dict(cfg.labels)
@@ -205,13 +277,18 @@ def export_image(store, state, options: BuildOptions, platform: str):
         if i < len(base_history):
             history.append(base_history[i])
         else:
-            history.append(History(created=created, created_by=h.created_by, comment=h.comment or "buildkit.dockerfile.v0",
+            when = created if epoch is not None or not h.created else h.created
+            history.append(History(created=when, created_by=h.created_by, comment=h.comment or "buildkit.dockerfile.v0",
                                    empty_layer=h.empty_layer))
     config = ImageConfig(
         architecture=plat.architecture, os=plat.os, variant=plat.variant, created=created,
         author=cfg.author or (base.author if base else None), config=container,
         rootfs=RootFS(diff_ids=[lr.diff_id for lr in state.layers]), history=history,
     )
+    if inline_cache is not None:
+        from builder.cache.format import INLINE_KEY
+
+        config.extra[INLINE_KEY] = inline_cache
     from builder.image.oci import Descriptor
 
     layers = [Descriptor(lr.media_type, lr.digest, lr.size) for lr in state.layers]

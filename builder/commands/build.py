@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label", action="append", default=[], metavar="K=V")
     p.add_argument("-o", "--output", action="append", default=[], metavar="type=...,dest=...")
     p.add_argument("--push", action="store_true", help="push the image to the registry of each -t name")
+    p.add_argument("--cache-from", action="append", default=[], metavar="type=registry,ref=REF|type=local,src=DIR",
+                   help="reuse build cache exported by another build (repeatable; a bare REF means type=registry)")
+    p.add_argument("--cache-to", action="append", default=[],
+                   metavar="type=registry,ref=REF|type=local,dest=DIR|type=inline[,mode=min|max]",
+                   help="export this build's cache (mode=min: the final image's steps, max: every stage's)")
     p.add_argument("--iidfile", default=None)
     p.add_argument("--metadata-file", default=None)
     p.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "json", "quiet"))
@@ -100,6 +105,8 @@ def run_build(args: argparse.Namespace) -> int:
         report_file=args.report,
         jobs=args.jobs or os.cpu_count() or 1,
         root=state_root(args),
+        cache_from=args.cache_from,
+        cache_to=args.cache_to,
     )
     image_id = run(options)
     if options.progress == "quiet":

@@ -39,9 +39,11 @@ def pull_to_store(
     options: RegistryOptions | None = None,
     progress: Callable[[str], None] | None = None,
     all_platforms: bool = False,
+    lazy_layers: bool = False,
 ):
     """Pull ``ref`` into ``store`` (a ``ContentStore``), name it, and return the stored image
-    (for ``platform``, or the host's; ``all_platforms`` stores every platform of an index)."""
+    (for ``platform``, or the host's; ``all_platforms`` stores every platform of an index;
+    ``lazy_layers`` leaves layers to be fetched when first read)."""
     if isinstance(ref, str):
         ref = parse_reference(ref)
     if isinstance(platform, str):
@@ -52,7 +54,8 @@ def pull_to_store(
             try:
                 # ContentStore.put_blob verifies digest and size itself: no need to hash twice.
                 pulled = pull_image(ref, store, platform, options=options, sources=sources,
-                                    progress=progress, sink_verifies=True, all_platforms=all_platforms)
+                                    progress=progress, sink_verifies=True, all_platforms=all_platforms,
+                                    lazy_layers=lazy_layers)
             except DigestMismatchError as exc:
                 raise VerificationError(f"{ref.registry} sent bad content for {ref}: {exc}") from None
             top = pulled.index or pulled.manifest

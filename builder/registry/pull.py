@@ -152,8 +152,12 @@ def pull_image(
     progress: Callable[[str], None] | None = None,
     sink_verifies: bool = False,
     all_platforms: bool = False,
+    lazy_layers: bool = False,
 ) -> PulledImage:
     """Pull ``ref`` into ``store``: manifest, config and layers, all verified.
+
+    With ``lazy_layers`` (what a build's FROM does) layers are not downloaded: the store
+    records where they are (``add_remote_blobs``) and fetches each when it is first read.
 
     Blob digests are checked as they stream in, unless ``sink_verifies`` says the store's
     ``put_blob`` checks them itself (sizes are always checked here, to resume cut bodies).
@@ -203,7 +207,13 @@ def pull_image(
                 store.put_blob(io.BytesIO(config_bytes), config.digest, config.size)
                 result.downloaded.append(config.digest)
         unique = list({d.digest: d for d in [config, *layers, *more_blobs]}.values())
-        run_parallel(fetch, [d for d in unique if d.digest not in result.downloaded], concurrency)
+        wanted = [d for d in unique if d.digest not in result.downloaded]
+        if lazy_layers and hasattr(store, "add_remote_blobs"):
+            deferred = {d.digest for d in layers}
+            store.add_remote_blobs([(d.digest, d.size, d.media_type) for d in layers if not store.has_blob(d.digest)],
+                                   {"type": "registry", "ref": f"{ref.registry}/{ref.repository}"})
+            wanted = [d for d in wanted if d.digest not in deferred]
+        run_parallel(fetch, wanted, concurrency)
         for doc in [manifest, *others, *filter(None, [index])]:
             if not store.has_blob(doc.digest):
                 store.put_blob(io.BytesIO(doc.content), doc.digest, len(doc.content))

@@ -230,7 +230,8 @@ class BuildOps:
         from builder.registry.api import pull_to_store
 
         self.progress.info(f"pulling {ref}")
-        return pull_to_store(ref, self.store, platform=platform)
+        # Layers stay lazy: a step fetches them only if it has to run on top of them.
+        return pull_to_store(ref, self.store, platform=platform, lazy_layers=True)
 
     # -------------------------------------------------------------- keys
 

@@ -147,10 +147,14 @@ def _first_line(instr: Instruction) -> str:
 
 
 class Solver:
-    def __init__(self, store, ops: Ops, progress: Progress) -> None:
+    def __init__(self, store, ops: Ops, progress: Progress, cache_import=None) -> None:
         self.store = store
         self.ops = ops
         self.progress = progress
+        # --cache-from sources (``builder.cache.importer.CacheImport``), asked on a local miss.
+        self.cache_import = cache_import
+        # The cache keys of each stage's steps, in order (what --cache-to exports).
+        self.keys_by_stage: dict[int, list[str]] = {}
         self._inflight: dict[str, Future] = {}
         self._inflight_lock = threading.Lock()
         self._num = 0
@@ -262,7 +266,9 @@ class Solver:
             state = StepState(key=cache_key(inputs), layers=image_state.layers, config=image_state.config,
                               history=image_state.history, platform=platform,
                               base_config=image_state.base_config)
-            status = "DONE" if base.image in getattr(self.ops, "pulled", ()) else "CACHED"
+            # Like BuildKit: resolving a remote base's manifest and config is not running the step;
+            # its layers are lazy (fetched only if a later step runs on them).
+            status = "CACHED"
         self.progress.finished(num, status, time.monotonic() - t0)
         self._record_step(req, stage, (0, 0), base, inputs, state.key, status, time.monotonic() - t0, None)
 
@@ -317,6 +323,8 @@ class Solver:
                 self._inflight[key] = pending
         if not owner:
             state = pending.result()
+            with self._inflight_lock:
+                self.keys_by_stage.setdefault(stage.index, []).append(key)
             self.progress.finished(num, "CACHED", time.monotonic() - t0)
             self._record_step(req, stage, slot, instr, inputs, key, "CACHED", time.monotonic() - t0, None)
             return state
@@ -346,6 +354,8 @@ class Solver:
                 raise BuildError(f"{where}: {exc}", rep.output_tail, getattr(exc, "hint", None)) from exc
             raise BuildError(f"{where}: {type(exc).__name__}: {exc}", rep.output_tail) from exc
         pending.set_result(state)
+        with self._inflight_lock:
+            self.keys_by_stage.setdefault(stage.index, []).append(key)
         duration = time.monotonic() - t0
         self.progress.finished(num, status, duration)
         self._record_step(req, stage, slot, instr, inputs, key, status, duration, saved)
@@ -355,11 +365,16 @@ class Solver:
         linked = inputs.parent is None and inputs.op in ("copy", "add")
         if not no_cache:
             record = self.store.cache_get(key)
-            if record is not None:
-                state = StepState.from_json(record.result["state"])
+            result = record.result if record is not None else None
+            if result is None and self.cache_import is not None:
+                result = self.cache_import.adopt(self.store, key)
+                if result is not None:
+                    ctx.log(f"cache record from {result['imported_from']}")
+            if result is not None:
+                state = StepState.from_json(result["state"])
                 if linked:
                     state = rebase(ctx.parent, state, key)
-                return state, "CACHED", float(record.result.get("duration_s", 0.0))
+                return state, "CACHED", float(result.get("duration_s", 0.0))
         t0 = time.monotonic()
         if isinstance(instr, (CopyInstruction, RunInstruction, WorkdirInstruction)):
             state = self.ops.execute(ctx, key)
@@ -370,6 +385,11 @@ class Solver:
                               history=history, platform=parent.platform, base_config=parent.base_config)
         if state.key != key:
             state = StepState(key, state.layers, state.config, state.history, state.platform, state.base_config)
+        if state.history and state.history[-1].created is None:
+            from builder.image.oci import format_created
+
+            own = dataclasses.replace(state.history[-1], created=format_created(time.time()))
+            state = dataclasses.replace(state, history=state.history[:-1] + (own,))
         self.store.cache_put(key, {"state": state.to_json(), "duration_s": time.monotonic() - t0},
                              state.blobs)
         if linked:

@@ -28,6 +28,9 @@ class HistoryEntry:
     created_by: str
     empty_layer: bool = False
     comment: str | None = None
+    # When the step first ran (RFC 3339); a cached step keeps it, so a rebuild from cache
+    # gives an identical image.
+    created: str | None = None
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

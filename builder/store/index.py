@@ -12,6 +12,7 @@ Tables:
     snapshots    diffID → unpacked size, created, last use
     cache        build-cache key → JSON result, created, last use, hit count
     cache_blobs  build-cache key → the blobs its result needs (GC roots)
+    remote_blobs blob digest → where to fetch it (lazy blobs: known, not downloaded yet)
 
 Every process opens its own connection in WAL mode with a busy timeout, so
 readers never block writers and concurrent writers queue instead of failing.
@@ -71,6 +72,13 @@ CREATE TABLE IF NOT EXISTS cache (
     last_used REAL NOT NULL,
     hits INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS remote_blobs (
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    source TEXT NOT NULL,
+    recorded REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS cache_blobs (
     key TEXT NOT NULL REFERENCES cache(key) ON DELETE CASCADE,
     digest TEXT NOT NULL,
@@ -101,6 +109,20 @@ class CacheRecord:
     last_used: float
     hits: int
     blobs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RemoteBlob:
+    """A blob the store knows but has not downloaded: its size, type and where to get it.
+
+    ``source`` is JSON: ``{"type": "registry", "ref": "host/repo"}`` or
+    ``{"type": "local", "dir": "/path/to/oci-layout"}``.
+    """
+
+    digest: str
+    size: int
+    media_type: str
+    source: dict[str, Any]
 
 
 class StoreIndex:
@@ -276,3 +298,28 @@ class StoreIndex:
 
     def cache_roots(self) -> set[str]:
         return {r[0] for r in self.query("SELECT DISTINCT digest FROM cache_blobs")}
+
+    # -- lazy (remote) blobs
+
+    def record_remote_blobs(self, rows: list[tuple[str, int, str, dict[str, Any]]]) -> None:
+        """Remember (digest, size, media type, source) of blobs that can be fetched when needed."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany("INSERT INTO remote_blobs VALUES (?, ?, ?, ?, ?) ON CONFLICT(digest) DO UPDATE SET "
+                           "source=excluded.source, recorded=excluded.recorded",
+                           [(d, size, media_type, json.dumps(source, sort_keys=True), now)
+                            for d, size, media_type, source in rows])
+
+    def remote_blob(self, digest: str) -> RemoteBlob | None:
+        rows = self.query("SELECT digest, size, media_type, source FROM remote_blobs WHERE digest = ?", (digest,))
+        if not rows:
+            return None
+        d, size, media_type, source = rows[0]
+        return RemoteBlob(d, size, media_type, json.loads(source))
+
+    def remote_blob_digests(self) -> set[str]:
+        return {r[0] for r in self.query("SELECT digest FROM remote_blobs")}
+
+    def forget_remote_blobs(self, digests: list[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM remote_blobs WHERE digest = ?", [(d,) for d in digests])

@@ -104,7 +104,7 @@ def _identify(store: "ContentStore", layer: str | Descriptor) -> tuple[str, str,
         return diff_id, layer.digest, layer.media_type
     diff_id = parse_digest(layer)
     for digest, media_type in store.index.layer_blobs_for(diff_id):
-        if store.has_blob(digest):
+        if store.has_content(digest):  # on disk, or lazy (fetched when opened)
             return diff_id, digest, media_type
     raise BlobNotFoundError(f"no layer with diffID {diff_id} is in the store")
 

@@ -96,10 +96,44 @@ class ContentStore:
         return BlobWriter(self.blobs)
 
     def has_blob(self, digest: str) -> bool:
+        """Whether the blob is on disk here (a lazy blob is not)."""
         return self.blobs.has(digest)
 
+    def is_lazy_blob(self, digest: str) -> bool:
+        """Known but not downloaded: the index says where to fetch it when it is first read."""
+        return not self.blobs.has(digest) and self.index.remote_blob(digest) is not None
+
+    def has_content(self, digest: str) -> bool:
+        """On disk, or fetchable on first use (a lazy blob)."""
+        return self.blobs.has(digest) or self.index.remote_blob(digest) is not None
+
+    def add_remote_blobs(self, blobs: list[tuple[str, int, str]], source: dict[str, Any]) -> None:
+        """Make (digest, size, media type) blobs that ``source`` holds lazy: known, fetched on first read."""
+        missing = [(d, size, media_type, source) for d, size, media_type in blobs if not self.blobs.has(d)]
+        if missing:
+            self.index.record_remote_blobs(missing)
+
+    def fetch_blob(self, digest: str) -> bool:
+        """Download a lazy blob (verified against its digest and size); False if it is not lazy."""
+        if self.blobs.has(digest):
+            return True
+        remote = self.index.remote_blob(digest)
+        if remote is None:
+            return False
+        from builder.store.lazy import fetch_remote_blob
+
+        with self.lease():
+            fetch_remote_blob(self, remote)
+        return True
+
     def open_blob(self, digest: str) -> BinaryIO:
-        return self.blobs.open(digest)
+        """The blob's content; a lazy blob is fetched first."""
+        try:
+            return self.blobs.open(digest)
+        except BlobNotFoundError:
+            if not self.fetch_blob(digest):
+                raise
+            return self.blobs.open(digest)
 
     def blob_path(self, digest: str) -> Path:
         """Where the blob lives (it may not exist); never write to it."""
@@ -115,7 +149,7 @@ class ContentStore:
 
     def read_blob(self, digest: str, max_size: int = MAX_JSON_BLOB) -> bytes:
         """A small blob's bytes (manifests, configs), re-verified against its digest."""
-        with self.blobs.open(digest) as fh:
+        with self.open_blob(digest) as fh:
             data = fh.read(max_size + 1)
         if len(data) > max_size:
             raise StoreError(f"blob {digest} is larger than {max_size} bytes; not a manifest or config")
@@ -135,7 +169,7 @@ class ContentStore:
         manifest_type = mt.DOCKER_MANIFEST if docker_media_types else mt.OCI_MANIFEST
         with self.lease():
             for layer in layers:
-                if not self.has_blob(layer.digest):
+                if not self.has_content(layer.digest):
                     raise BlobNotFoundError(f"layer {layer.digest} is not in the store")
             config_bytes = config.to_json()
             config_digest, config_size = self.put_bytes(config_bytes)
@@ -206,7 +240,7 @@ class ContentStore:
         if not self.has_blob(manifest_digest):
             return False
         manifest = Manifest.from_json(self.read_blob(manifest_digest))
-        return all(self.has_blob(d.digest) for d in [manifest.config, *manifest.layers])
+        return self.has_blob(manifest.config.digest) and all(self.has_content(d.digest) for d in manifest.layers)
 
     def _manifest_facts(self, digest: str) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]], str, int]:
         """Graph edges, (layer, diffID, type) rows, config digest and content size of a stored manifest."""
@@ -217,7 +251,7 @@ class ContentStore:
             raise InvalidImageError(f"manifest {digest[:19]} has {len(manifest.layers)} layers but its config "
                                     f"lists {len(config.diff_ids)} diff_ids")
         for layer in manifest.layers:
-            if not self.has_blob(layer.digest):
+            if not self.has_content(layer.digest):
                 raise BlobNotFoundError(f"layer {layer.digest} of manifest {digest[:19]} is not in the store")
         edges = [(digest, manifest.config.digest)] + [(digest, layer.digest) for layer in manifest.layers]
         layers = [(layer.digest, diff_id, layer.media_type)
@@ -361,7 +395,7 @@ class ContentStore:
     def record_layer(self, digest: str, diff_id: str, media_type: str) -> None:
         """Tell the store which diffID a layer blob unpacks to (images do this themselves), so a
         layer built but not yet in any image can be snapshotted by its diffID."""
-        if not self.has_blob(digest):
+        if not self.has_content(digest):
             raise BlobNotFoundError(f"layer {digest} is not in the store")
         self.index.record_layer(digest, diff_id, media_type)
 
@@ -410,7 +444,7 @@ class ContentStore:
     def cache_get(self, key: str) -> CacheRecord | None:
         """A cache entry (counting a hit), or None when absent or when a blob it needs is gone."""
         record = self.index.cache_get(key)
-        if record is not None and not all(self.has_blob(d) for d in record.blobs):
+        if record is not None and not all(self.has_content(d) for d in record.blobs):
             self.index.cache_delete([key])
             return None
         return record

@@ -1,0 +1,1 @@
+"""The shared build cache: export records and layers (``--cache-to``), import them (``--cache-from``)."""

@@ -1,0 +1,241 @@
+"""The exported build cache: cache keys → step results and the layers they need.
+
+An exported cache is an OCI image manifest whose config has its own media type
+(``application/vnd.pybuild.cache.config.v1+json``) and whose layers are every
+layer blob a record refers to, so a registry keeps those blobs alive and a
+push can mount them. The config lists records::
+
+    {"schemaVersion": 1,
+     "layers": [{"digest": "sha256:…", "size": 123, "mediaType": "…tar+gzip", "diffID": "sha256:…"}],
+     "records": [{"key": "sha256:…", "state": {…StepState JSON…}, "duration_s": 1.5}]}
+
+Inline cache uses the same document (without the layer list, the image's own
+layers serve) under the image config key ``pybuild.cache.v1``.
+
+Everything read from a cache source is untrusted: ``CacheConfig.from_json``
+validates the schema, every digest and size, and that each record's layers
+are listed with the same digest, size and type; a record that fails is dropped
+(a cache miss), never used. Layer content is verified by digest when fetched
+and by diffID when unpacked, so a poisoned record cannot put a wrong layer in
+an image. Pure data and validation, no I/O.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from builder.image import mediatypes as mt
+from builder.image.digest import parse_digest
+from builder.solver.state import StepState
+
+CONFIG_MEDIA_TYPE = "application/vnd.pybuild.cache.config.v1+json"
+INLINE_KEY = "pybuild.cache.v1"
+SCHEMA_VERSION = 1
+# Bounds for untrusted documents: far above any real build, far below a memory problem.
+MAX_RECORDS = 50_000
+MAX_LAYERS = 50_000
+MAX_LAYER_SIZE = 1 << 42
+LAYER_TYPES = frozenset(mt.LAYER_COMPRESSION)
+
+
+class InvalidCacheError(ValueError):
+    """A cache document that cannot be used at all (not JSON, wrong schema)."""
+
+
+@dataclass(frozen=True)
+class CacheLayer:
+    digest: str
+    size: int
+    media_type: str
+    diff_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"digest": self.digest, "size": self.size, "mediaType": self.media_type, "diffID": self.diff_id}
+
+
+@dataclass(frozen=True)
+class ExportedRecord:
+    """One cache record: the step's key and the state it produced."""
+
+    key: str
+    state: StepState
+    duration_s: float = 0.0
+
+    def result(self) -> dict[str, Any]:
+        """The record as the solver keeps it in the store's cache index."""
+        return {"state": self.state.to_json(), "duration_s": self.duration_s}
+
+
+@dataclass
+class CacheConfig:
+    records: dict[str, ExportedRecord] = field(default_factory=dict)
+    layers: dict[str, CacheLayer] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)  # why records were refused (for warnings)
+
+    def add(self, record: ExportedRecord) -> None:
+        self.records[record.key] = record
+        for lr in record.state.layers:
+            self.layers.setdefault(lr.digest, CacheLayer(lr.digest, lr.size, lr.media_type, lr.diff_id))
+
+    def merge(self, older: "CacheConfig") -> None:
+        """Keep ``older``'s records that this one does not replace (exports merge, not overwrite)."""
+        for key, record in older.records.items():
+            if key not in self.records:
+                self.add(record)
+
+    def to_json(self, *, with_layers: bool = True) -> bytes:
+        body: dict[str, Any] = {"schemaVersion": SCHEMA_VERSION}
+        if with_layers:
+            body["layers"] = [self.layers[d].to_json() for d in sorted(self.layers)]
+        body["records"] = [{"key": r.key, "state": r.state.to_json(), "duration_s": round(r.duration_s, 3)}
+                           for r in sorted(self.records.values(), key=lambda r: r.key)]
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str | dict, *, layers: list[CacheLayer] | None = None,
+                  what: str = "cache") -> "CacheConfig":
+        """Parse and validate an untrusted cache document. ``layers`` replaces the document's
+        layer list (inline cache: the image's own layers)."""
+        if isinstance(data, (bytes, str)):
+            try:
+                data = json.loads(data)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise InvalidCacheError(f"{what}: not JSON ({exc})") from None
+        if not isinstance(data, dict) or data.get("schemaVersion") != SCHEMA_VERSION:
+            raise InvalidCacheError(f"{what}: not a pybuild cache document (schemaVersion "
+                                    f"{data.get('schemaVersion') if isinstance(data, dict) else None!r})")
+        config = cls()
+        if layers is None:
+            raw_layers = data.get("layers")
+            if not isinstance(raw_layers, list) or len(raw_layers) > MAX_LAYERS:
+                raise InvalidCacheError(f"{what}: 'layers' must be a list of at most {MAX_LAYERS}")
+            layers = []
+            for i, raw in enumerate(raw_layers):
+                layer = _parse_layer(raw)
+                if layer is None:
+                    config.dropped.append(f"layer {i} is malformed")
+                    continue
+                layers.append(layer)
+        known = {layer.digest: layer for layer in layers}
+        raw_records = data.get("records")
+        if not isinstance(raw_records, list) or len(raw_records) > MAX_RECORDS:
+            raise InvalidCacheError(f"{what}: 'records' must be a list of at most {MAX_RECORDS}")
+        for i, raw in enumerate(raw_records):
+            record, why = _parse_record(raw, known)
+            if record is None:
+                config.dropped.append(f"record {i}: {why}")
+                continue
+            config.add(record)
+        return config
+
+
+def _parse_layer(raw: Any) -> CacheLayer | None:
+    if not isinstance(raw, dict):
+        return None
+    try:
+        digest = parse_digest(raw.get("digest"))
+        diff_id = parse_digest(raw.get("diffID"))
+    except ValueError:
+        return None
+    size, media_type = raw.get("size"), raw.get("mediaType")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_LAYER_SIZE:
+        return None
+    if media_type not in LAYER_TYPES:
+        return None
+    return CacheLayer(digest, size, media_type, diff_id)
+
+
+_STR_TUPLES = ("env", "exposed_ports", "volumes", "on_build")
+_OPT_STR_TUPLES = ("entrypoint", "cmd", "shell")
+
+
+def _parse_record(raw: Any, known: dict[str, CacheLayer]) -> tuple[ExportedRecord | None, str]:
+    if not isinstance(raw, dict):
+        return None, "not an object"
+    try:
+        key = parse_digest(raw.get("key"))
+    except ValueError:
+        return None, "bad key"
+    state_raw = raw.get("state")
+    if not isinstance(state_raw, dict) or not _state_shape_ok(state_raw):
+        return None, "malformed state"
+    try:
+        state = StepState.from_json(state_raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, f"malformed state ({exc})"
+    if state.key != key:
+        return None, "state key does not match the record key"
+    for lr in state.layers:
+        listed = known.get(lr.digest)
+        if listed is None or (listed.size, listed.media_type, listed.diff_id) != (lr.size, lr.media_type, lr.diff_id):
+            return None, f"layer {lr.digest[:19]} is not listed with the same size, type and diffID"
+    duration = raw.get("duration_s", 0.0)
+    if not isinstance(duration, (int, float)) or isinstance(duration, bool) or duration < 0:
+        duration = 0.0
+    return ExportedRecord(key, state, float(duration)), ""
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _state_shape_ok(raw: dict) -> bool:
+    """Types of every field a ``StepState`` JSON may hold (from_json trusts them)."""
+    if not isinstance(raw.get("key"), str) or not isinstance(raw.get("platform", ""), str):
+        return False
+    if not isinstance(raw.get("base_config"), (str, type(None))):
+        return False
+    layers, history, cfg = raw.get("layers"), raw.get("history"), raw.get("config")
+    if not isinstance(layers, list) or not isinstance(history, list) or not isinstance(cfg, dict):
+        return False
+    for lr in layers:
+        if not isinstance(lr, dict) or set(lr) != {"diff_id", "digest", "size", "media_type"}:
+            return False
+        try:
+            parse_digest(lr["digest"])
+            parse_digest(lr["diff_id"])
+        except ValueError:
+            return False
+        if not isinstance(lr["size"], int) or lr["media_type"] not in LAYER_TYPES:
+            return False
+    for h in history:
+        if not isinstance(h, dict) or not isinstance(h.get("created_by"), str):
+            return False
+        if not set(h) <= {"created_by", "empty_layer", "comment", "created"}:
+            return False
+        if not isinstance(h.get("empty_layer", False), bool) or not isinstance(h.get("comment"), (str, type(None))):
+            return False
+        if not isinstance(h.get("created"), (str, type(None))):
+            return False
+    from dataclasses import fields
+
+    from builder.solver.metadata import ConfigState
+
+    allowed = {f.name for f in fields(ConfigState)}
+    if not set(cfg) <= allowed:
+        return False
+    for k in _STR_TUPLES:
+        if k in cfg and not _is_str_list(cfg[k]):
+            return False
+    for k in _OPT_STR_TUPLES:
+        if cfg.get(k) is not None and not _is_str_list(cfg[k]):
+            return False
+    for k in ("user", "working_dir"):
+        if k in cfg and not isinstance(cfg[k], str):
+            return False
+    for k in ("stop_signal", "author"):
+        if cfg.get(k) is not None and not isinstance(cfg[k], str):
+            return False
+    if "cmd_set" in cfg and not isinstance(cfg["cmd_set"], bool):
+        return False
+    labels = cfg.get("labels", [])
+    if not isinstance(labels, list) or not all(_is_str_list(p) and len(p) == 2 for p in labels):
+        return False
+    hc = cfg.get("healthcheck")
+    if hc is not None:
+        if not isinstance(hc, list) or len(hc) != 6 or not _is_str_list(hc[0]):
+            return False
+        if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in hc[1:]):
+            return False
+    return True
