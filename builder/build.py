@@ -169,7 +169,12 @@ def export_cache(store, solver, graph, spec, progress, report) -> None:
     from builder.cache.exporter import collect, export_local, export_registry
 
     t0 = time.monotonic()
-    config = collect(store, cache_keys(solver, graph, spec.mode))
+    keys = cache_keys(solver, graph, spec.mode)
+    config = collect(store, keys)
+    selected = set(keys)
+    for key, (ident, inputs) in solver.step_inputs.items():
+        if key in selected or inputs.get("op") == "from":
+            config.steps[ident] = inputs
     try:
         if spec.type == "registry":
             summary = export_registry(store, config, spec, say=progress.info)

@@ -27,6 +27,7 @@ from typing import Any
 
 from builder.image import mediatypes as mt
 from builder.image.digest import parse_digest
+from builder.image.errors import InvalidDigestError
 from builder.solver.state import StepState
 
 CONFIG_MEDIA_TYPE = "application/vnd.pybuild.cache.config.v1+json"
@@ -71,6 +72,9 @@ class ExportedRecord:
 class CacheConfig:
     records: dict[str, ExportedRecord] = field(default_factory=dict)
     layers: dict[str, CacheLayer] = field(default_factory=dict)
+    # Portable step identity -> the inputs the exporting build saw (KeyInputs JSON), so a fresh
+    # machine can explain a miss ("1 file changed: src/main.py") rather than call every step new.
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)  # why records were refused (for warnings)
 
     def add(self, record: ExportedRecord) -> None:
@@ -83,6 +87,8 @@ class CacheConfig:
         for key, record in older.records.items():
             if key not in self.records:
                 self.add(record)
+        for ident, inputs in older.steps.items():
+            self.steps.setdefault(ident, inputs)
 
     def to_json(self, *, with_layers: bool = True) -> bytes:
         body: dict[str, Any] = {"schemaVersion": SCHEMA_VERSION}
@@ -90,6 +96,8 @@ class CacheConfig:
             body["layers"] = [self.layers[d].to_json() for d in sorted(self.layers)]
         body["records"] = [{"key": r.key, "state": r.state.to_json(), "duration_s": round(r.duration_s, 3)}
                            for r in sorted(self.records.values(), key=lambda r: r.key)]
+        if self.steps:
+            body["steps"] = [{"id": ident, "inputs": self.steps[ident]} for ident in sorted(self.steps)]
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -127,7 +135,37 @@ class CacheConfig:
                 config.dropped.append(f"record {i}: {why}")
                 continue
             config.add(record)
+        raw_steps = data.get("steps", [])
+        if isinstance(raw_steps, list) and len(raw_steps) <= MAX_RECORDS:
+            for raw in raw_steps:
+                inputs = _parse_step(raw)
+                if inputs is not None:
+                    config.steps[raw["id"]] = inputs
         return config
+
+
+def _parse_step(raw: Any) -> dict[str, Any] | None:
+    """A step's recorded inputs, only if every field has the type ``KeyInputs.from_json`` expects."""
+    from builder.solver.cachekey import KeyInputs
+
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"].startswith("step:"):
+        return None
+    inputs = raw.get("inputs")
+    if not isinstance(inputs, dict) or not isinstance(inputs.get("op"), str) \
+            or not isinstance(inputs.get("instruction"), str):
+        return None
+    for k in ("parent", "sources"):
+        if not isinstance(inputs.get(k), (str, type(None))):
+            return None
+    for k in ("args", "env", "extra", "files"):
+        v = inputs.get(k, {})
+        if not isinstance(v, dict) or not all(isinstance(a, str) and isinstance(b, str) for a, b in v.items()):
+            return None
+    try:
+        KeyInputs.from_json(inputs)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return inputs
 
 
 def _parse_layer(raw: Any) -> CacheLayer | None:
@@ -136,7 +174,7 @@ def _parse_layer(raw: Any) -> CacheLayer | None:
     try:
         digest = parse_digest(raw.get("digest"))
         diff_id = parse_digest(raw.get("diffID"))
-    except ValueError:
+    except (ValueError, InvalidDigestError):
         return None
     size, media_type = raw.get("size"), raw.get("mediaType")
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_LAYER_SIZE:
@@ -155,7 +193,7 @@ def _parse_record(raw: Any, known: dict[str, CacheLayer]) -> tuple[ExportedRecor
         return None, "not an object"
     try:
         key = parse_digest(raw.get("key"))
-    except ValueError:
+    except (ValueError, InvalidDigestError):
         return None, "bad key"
     state_raw = raw.get("state")
     if not isinstance(state_raw, dict) or not _state_shape_ok(state_raw):
@@ -195,7 +233,7 @@ def _state_shape_ok(raw: dict) -> bool:
         try:
             parse_digest(lr["digest"])
             parse_digest(lr["diff_id"])
-        except ValueError:
+        except (ValueError, InvalidDigestError):
             return False
         if not isinstance(lr["size"], int) or lr["media_type"] not in LAYER_TYPES:
             return False

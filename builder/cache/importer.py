@@ -86,6 +86,14 @@ class CacheImport:
         for source in self.sources:
             source.close()
 
+    def previous_inputs(self, ident: str) -> dict | None:
+        """What the exporting build recorded for the step ``ident`` (to explain a miss here)."""
+        for source in self.sources:
+            found = source.config.steps.get(ident)
+            if found is not None:
+                return found
+        return None
+
     def adopt(self, store, key: str) -> dict | None:
         """The record for ``key`` from the first source that has a usable one, now also in the
         store's cache index (its layers lazy); None on a miss."""
@@ -246,10 +254,17 @@ def _load_local(spec: CacheSpec) -> _Source:
     config, _digest = found
 
     def has_layer(layer: CacheLayer) -> bool:
+        # A local file is cheap to check in full: a tampered layer is a miss here, not a failed fetch later.
         path = directory / "blobs" / "sha256" / layer.digest[7:]
         try:
-            return path.stat().st_size == layer.size
+            if path.stat().st_size != layer.size:
+                return False
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
         except OSError:
             return False
+        return "sha256:" + h.hexdigest() == layer.digest
 
     return _Source(spec, config, {"type": "local", "dir": str(directory)}, has_layer)

@@ -155,6 +155,8 @@ class Solver:
         self.cache_import = cache_import
         # The cache keys of each stage's steps, in order (what --cache-to exports).
         self.keys_by_stage: dict[int, list[str]] = {}
+        # key -> (portable step identity, inputs JSON): exported so another machine can say why it missed.
+        self.step_inputs: dict[str, tuple[str, dict]] = {}
         self._inflight: dict[str, Future] = {}
         self._inflight_lock = threading.Lock()
         self._num = 0
@@ -402,17 +404,32 @@ class Solver:
         ident = json.dumps([req.context_id, req.dockerfile.filename, stage.ref, list(slot)])
         return "step:" + hashlib.sha256(ident.encode()).hexdigest()
 
+    @staticmethod
+    def portable_identity(req: BuildRequest, stage: Stage, slot: tuple[int, int]) -> str:
+        """The step's identity across machines (exported with the cache): the Dockerfile's path
+        inside the context, the stage and the position — not where the checkout lives."""
+        name = req.dockerfile.filename
+        if req.context_id and name.startswith(req.context_id.rstrip("/") + "/"):
+            name = name[len(req.context_id.rstrip("/")) + 1:]
+        ident = json.dumps([name, stage.ref, list(slot)])
+        return "step:" + hashlib.sha256(ident.encode()).hexdigest()
+
     def _record_step(self, req, stage, slot, instr, inputs: KeyInputs, key, status, duration, saved) -> StepReport:
         ident = self._identity(req, stage, slot)
+        portable = self.portable_identity(req, stage, slot)
         prev_slot = self._last_slot.get(stage.index)
         reason: MissReason | None = None
         if status in ("DONE", "ERROR"):
             previous = None
             rec = self.store.index.cache_get(ident, touch=False) if hasattr(self.store, "index") else None
-            if rec is not None:
+            recorded = rec.result.get("inputs") if rec is not None else None
+            if recorded is None and self.cache_import is not None:
+                # A fresh CI machine: compare with the build that exported the imported cache.
+                recorded = self.cache_import.previous_inputs(portable)
+            if recorded is not None:
                 try:
-                    previous = KeyInputs.from_json(rec.result["inputs"])
-                except (KeyError, TypeError, ValueError):
+                    previous = KeyInputs.from_json(recorded)
+                except (KeyError, TypeError, ValueError, AttributeError):
                     previous = None
             prev = (stage.index, *prev_slot) if prev_slot is not None else None
             parent_missed = self._missed.get(prev, False) if prev else False
@@ -429,6 +446,8 @@ class Solver:
         self._last_slot[stage.index] = slot
         if status != "ERROR":
             self.store.index.cache_put(ident, {"inputs": inputs.to_json(), "key": key}, [])
+            with self._inflight_lock:
+                self.step_inputs[key] = (portable, inputs.to_json())
         rep = StepReport(stage=stage.ref, line=instr.line, instruction=_first_line(instr), status=status,
                          duration_s=duration, cache_key=key, miss_reason=reason, saved_s=saved)
         self._step_reports[(stage.index, *slot)] = rep
