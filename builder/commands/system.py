@@ -26,6 +26,12 @@ def register(sub) -> None:
     add_root_argument(p)
     p.set_defaults(func=_prune)
 
+    p = ssub.add_parser("check", help="verify the store: blob digests, references, index rows, snapshots, temp files")
+    p.add_argument("--repair", action="store_true", help="fix what is safely fixable, then check again")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_root_argument(p)
+    p.set_defaults(func=_check)
+
 
 def _no_subcommand(parser: argparse.ArgumentParser) -> int:
     raise UsageError("pybuild system needs a command: df or prune")
@@ -93,3 +99,24 @@ def _prune(args: argparse.Namespace) -> int:
         print(f"Kept snapshot in use: {diff_id}")
     print(f"Total reclaimed space: {human_size(report.reclaimed)}")
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """One line per problem (exit 1), or a summary when the store is consistent (exit 0)."""
+    from builder.store.check import check_store, report_json
+
+    with open_store_for(args) as store:
+        report = check_store(store, repair=args.repair)
+    if args.json:
+        print(report_json(report))
+        return 0 if report.ok else 1
+    for problem in report.problems:
+        print(problem.line())
+    for line in report.repaired:
+        print(f"repaired: {line}")
+    for problem in report.remaining or []:
+        print(f"still: {problem.line()}")
+    if report.ok:
+        state = "consistent after repair" if report.problems else "consistent"
+        print(f"store {report.root} is {state}: {report.summary()}")
+    return 0 if report.ok else 1
