@@ -102,12 +102,15 @@ def run(options: BuildOptions) -> str:
         progress = make_progress(options.progress)
         with store.lease():
             ops = BuildOps(store, options, dockerfile, progress, context=context)
+            ops.prefetch(_stages_up_to(dockerfile, options.target))
             if cache_from:
                 from builder.cache.importer import CacheImport
 
-                cache_import = CacheImport.load(cache_from, platform, progress.warn, store=store)
-                progress.info(f"imported {cache_import.record_count} cache record(s) from "
-                              f"{len(cache_import.sources)} of {len(cache_from)} cache source(s)")
+                cache_import = CacheImport.start(
+                    cache_from, platform, progress.warn, store=store,
+                    done=lambda imp: progress.info(
+                        f"imported {sum(len(s.config.records) for s in imp.sources)} cache record(s) from "
+                        f"{len(imp.sources)} of {len(cache_from)} cache source(s)"))
             solver = Solver(store, ops, progress, cache_import)
             request = BuildRequest(
                 dockerfile=dockerfile, target=options.target, build_args=options.build_args,
@@ -122,6 +125,7 @@ def run(options: BuildOptions) -> str:
             finally:
                 ops.close()
             if cache_import is not None:
+                cache_import.wait()
                 report.warnings.extend(cache_import.warnings)
             inline = None
             if any(spec.type == "inline" for spec in cache_to):
@@ -149,6 +153,16 @@ def run(options: BuildOptions) -> str:
         if cache_import is not None:
             cache_import.close()
         store.close()
+
+
+def _stages_up_to(dockerfile, target: str | None) -> list:
+    """The stages a build of ``target`` may need (those before it in the file, and it)."""
+    stages = list(dockerfile.stages)
+    if target:
+        for i, stage in enumerate(stages):
+            if stage.name == target.lower():
+                return stages[: i + 1]
+    return stages
 
 
 def cache_keys(solver, graph, mode: str) -> list[str]:

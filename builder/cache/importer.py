@@ -55,11 +55,41 @@ class CacheImport:
         self.warnings: list[str] = []
         self.adopted: dict[str, str] = {}  # key -> source description
         self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._ready.set()
+        self._thread: threading.Thread | None = None
 
     @classmethod
     def load(cls, specs: list[CacheSpec], platform: str, warn: Callable[[str], None],
              store=None) -> "CacheImport":
         imp = cls()
+        imp._load_all(specs, platform, warn, store)
+        return imp
+
+    @classmethod
+    def start(cls, specs: list[CacheSpec], platform: str, warn: Callable[[str], None], store=None,
+              done: Callable[["CacheImport"], None] = lambda imp: None) -> "CacheImport":
+        """Load in the background (the network round trips overlap the build's own start: parsing,
+        hashing the context, resolving the base); every query waits for it."""
+        imp = cls()
+        imp._ready.clear()
+
+        def work() -> None:
+            try:
+                imp._load_all(specs, platform, warn, store)
+                done(imp)
+            finally:
+                imp._ready.set()
+
+        imp._thread = threading.Thread(target=work, name="cache-import", daemon=True)
+        imp._thread.start()
+        return imp
+
+    def wait(self) -> None:
+        self._ready.wait()
+
+    def _load_all(self, specs: list[CacheSpec], platform: str, warn: Callable[[str], None], store) -> None:
+        imp = self
         for spec in specs:
             try:
                 source = _load_registry(spec, platform) if spec.type == "registry" else _load_local(spec)
@@ -76,18 +106,20 @@ class CacheImport:
             imp.sources.append(source)
             if store is not None and source.location["type"] == "registry":
                 _remember_mount_source(store, source)
-        return imp
 
     @property
     def record_count(self) -> int:
+        self.wait()
         return sum(len(s.config.records) for s in self.sources)
 
     def close(self) -> None:
+        self.wait()
         for source in self.sources:
             source.close()
 
     def previous_inputs(self, ident: str) -> dict | None:
         """What the exporting build recorded for the step ``ident`` (to explain a miss here)."""
+        self.wait()
         for source in self.sources:
             found = source.config.steps.get(ident)
             if found is not None:
@@ -97,6 +129,7 @@ class CacheImport:
     def adopt(self, store, key: str) -> dict | None:
         """The record for ``key`` from the first source that has a usable one, now also in the
         store's cache index (its layers lazy); None on a miss."""
+        self.wait()
         for source in self.sources:
             record = source.config.records.get(key)
             if record is None or not self._layers_present(source, record):

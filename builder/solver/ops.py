@@ -178,8 +178,41 @@ class BuildOps:
         self._executor = None
         self._secret_values: dict[str, bytes] | None = None
         self.pulled: set[str] = set()  # base images this build had to pull
+        self._prefetched: dict[tuple, object] = {}  # (sources, excludes, parents) -> Future[Selection]
+
+    def prefetch(self, stages) -> None:
+        """Start selecting and hashing the context files of COPY/ADD steps now, on a background
+        thread, so it overlaps resolving base images and importing cache (a fresh CI checkout
+        hashes every file). Only sources without variables: the step itself checks the result
+        is for exactly the sources it expanded to."""
+        if self.context_dir is None:
+            return
+        keys = []
+        for stage in stages:
+            for instr in stage.instructions:
+                if not isinstance(instr, CopyInstruction) or getattr(instr, "from_", None) or not instr.sources:
+                    continue
+                words = [*instr.sources, *instr.excludes]
+                if any("$" in w or _is_url(w) for w in words):
+                    continue
+                keys.append((tuple(instr.sources), tuple(instr.excludes), bool(instr.parents)))
+        if not keys:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        for key in dict.fromkeys(keys):
+            self._prefetched[key] = pool.submit(
+                lambda k=key: self.context().select(list(k[0]), excludes=list(k[1]), parents=k[2]))
+        pool.shutdown(wait=False)
 
     def close(self) -> None:
+        for future in self._prefetched.values():  # never close the context under a running prefetch
+            if not future.cancel():
+                try:
+                    future.result()
+                except BaseException:  # its step reports errors; an unused prefetch's do not matter
+                    pass
         if self._context is not None and self._owns_context:
             self._context.close()
         shutil.rmtree(self._work, ignore_errors=True)
@@ -364,7 +397,9 @@ class BuildOps:
                 files.update(sel.files)
             digest = "sha256:" + hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
             return KeyInputs(sources=digest, files=files, **common)
-        sel = self.context().select(instr.sources, excludes=instr.excludes, parents=instr.parents)
+        ahead = self._prefetched.get((tuple(instr.sources), tuple(instr.excludes), bool(instr.parents)))
+        sel = ahead.result() if ahead is not None else \
+            self.context().select(instr.sources, excludes=instr.excludes, parents=instr.parents)
         self._selections[(ctx.stage.index, ctx.pos)] = sel
         return KeyInputs(sources=sel.digest, files=sel.files, **common)
 

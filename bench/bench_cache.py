@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""The cold CI job: an empty store and a fresh checkout, with the build cache in a registry.
+
+Issue #7's figure, for the 20,000-file (+ big files) context of bench_build.py:
+  uncached  empty store, no cache: the whole build runs;
+  warm      the same machine builds again (local cache, warm context metadata);
+  cold CI   a new empty store and a fresh copy of the context (new inodes and mtimes: nothing
+            known about it), --cache-from the registry cache, then --push to the registry
+            (the layers are there already).
+Goal: cold CI within 1.5x of warm, and at least 5x faster than uncached. Also reported: the
+bytes the cold job downloaded (blobs that entered its store + the cache document).
+
+A real docker-registry runs on a loopback port; the base image is pushed there, so even FROM
+is resolved over the network on the cold machine, as on a real CI runner.
+
+Usage: python3 bench/bench_cache.py [--files 20000] [--big-mib 256] [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests" / "registry"))
+
+from bench_build import make_big_context  # noqa: E402
+from servers import RegistryServer  # noqa: E402
+
+
+def pybuild() -> str:
+    if os.environ.get("PYBUILD_EXE"):  # benchmark another checkout's launcher
+        return os.environ["PYBUILD_EXE"]
+    exe = Path(sys.executable).with_name("pybuild")  # not a pyenv shim
+    return str(exe) if exe.exists() else "pybuild"
+
+
+
+def timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.decode()[-3000:]}")
+    return time.perf_counter() - t
+
+
+def store_bytes(root: Path) -> int:
+    blobs = root / "blobs" / "sha256"
+    return sum(p.stat().st_size for p in blobs.iterdir()) if blobs.is_dir() else 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=20000)
+    ap.add_argument("--big-mib", type=int, default=256)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-cache-", dir="/var/tmp"))
+    registry = RegistryServer(work / "registry").start()
+    try:
+        busybox = work / "busybox.tar"
+        subprocess.run([sys.executable, str(REPO / "fixtures" / "busybox" / "make_busybox.py"), "-o", str(busybox)],
+                       check=True, stdout=subprocess.DEVNULL)
+        seed = work / "seed-root"
+        timed([pybuild(), "--root", str(seed), "load", "-i", str(busybox)])
+        base = f"{registry.host}/base/busybox:1"
+        timed([pybuild(), "--root", str(seed), "tag", "busybox:latest", base])
+        timed([pybuild(), "--root", str(seed), "push", base])
+
+        source = work / "ctx-src"
+        make_big_context(source, args.files, args.big_mib)
+        (source / "Dockerfile").write_text(
+            f"FROM {base}\nCOPY . /ctx\nRUN find /ctx -type f | wc -l > /count\nCMD [\"cat\", \"/count\"]\n")
+        cache = f"{registry.host}/cache/bench:main"
+        image = f"{registry.host}/app/bench"
+
+        uncached, warm, cold, downloaded = [], [], [], []
+        for i in range(args.repeat):
+            # A machine builds from nothing, exports the cache and pushes (the uncached figure).
+            root_a = work / f"a{i}"
+            ctx_a = work / f"ctx-a{i}"
+            shutil.copytree(source, ctx_a)
+            uncached.append(timed([pybuild(), "--root", str(root_a), "build", "--progress", "quiet",
+                                   "-t", f"{image}:a{i}", ctx_a.as_posix()]))
+            timed([pybuild(), "--root", str(root_a), "build", "--progress", "quiet", "-t", f"{image}:a{i}",
+                   "--push", "--cache-to", f"type=registry,ref={cache},mode=max", ctx_a.as_posix()])
+            warm.append(timed([pybuild(), "--root", str(root_a), "build", "--progress", "quiet",
+                               "-t", f"{image}:a{i}", ctx_a.as_posix()]))
+            # The CI runner: empty store, fresh checkout, cache from the registry, push.
+            root_b = work / f"b{i}"
+            ctx_b = work / f"ctx-b{i}"
+            shutil.copytree(source, ctx_b)
+            subprocess.run(["sync"], check=True)
+            cold.append(timed([pybuild(), "--root", str(root_b), "build", "--progress", "quiet",
+                               "-t", f"{image}:b{i}", "--push", "--cache-from", cache, ctx_b.as_posix()]))
+            downloaded.append(store_bytes(root_b))
+            for path in (root_a, root_b, ctx_a, ctx_b):
+                shutil.rmtree(path, ignore_errors=True)
+
+        m_unc, m_warm, m_cold = (statistics.median(x) for x in (uncached, warm, cold))
+        result = {
+            "files": args.files, "big_mib": args.big_mib, "repeat": args.repeat,
+            "uncached_s": round(m_unc, 3), "warm_rebuild_s": round(m_warm, 3), "cold_ci_s": round(m_cold, 3),
+            "cold_over_warm": round(m_cold / m_warm, 2), "uncached_over_cold": round(m_unc / m_cold, 1),
+            "cold_downloaded_bytes": int(statistics.median(downloaded)),
+            "goals": {"cold_within_1.5x_warm": m_cold <= 1.5 * m_warm, "5x_faster_than_uncached": m_unc >= 5 * m_cold},
+        }
+        print(json.dumps(result, indent=2))
+    finally:
+        registry.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
