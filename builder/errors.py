@@ -5,8 +5,6 @@ status; anything else escaping is a bug.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 
 class PybuildError(Exception):
     """Base class: a failure to report to the user without a traceback."""
@@ -19,18 +17,6 @@ class PybuildError(Exception):
         if self.hint:
             msg += f"\nhint: {self.hint}"
         return msg
-
-
-@dataclass
-class SourcePos:
-    """A 1-based line and column in a named file."""
-
-    file: str
-    line: int
-    col: int = 1
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
 
 
 class UsageError(PybuildError):

@@ -13,15 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
-import subprocess
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from builder.commands._common import add_root_argument, state_root
 from builder.errors import PybuildError, UsageError
+from builder.runtime.record import asdict, dataclass
 
 
 class ContainerError(PybuildError):
@@ -91,6 +88,7 @@ def _containers_dir(args) -> Path:
 
 def _runtime_argv(name: str) -> list[str]:
     if name in ("runc", "crun"):
+        import shutil
         path = shutil.which(name)
         if path is None:
             raise ContainerError(f"--runtime {name}: not installed")
@@ -140,21 +138,79 @@ def _load(directory: Path) -> ContainerRecord:
     return ContainerRecord(**json.loads((directory / "container.json").read_text()))
 
 
-def _run(args: argparse.Namespace) -> int:
-    from builder.runtime.imagespec import ImageDefaults, RunRequest, build
-    from builder.snapshot import Snapshotter
-    from builder.store import ContentStore
+def _prepare_image(root: Path, text: str):
+    """The image ``text`` names, ready to run, and a lease on its layer snapshots.
 
+    From the run cache when the store still agrees with it (no store modules imported at all),
+    else through the store — which unpacks missing layer snapshots — and then recorded there.
+    """
+    from builder.runtime import runcache
+
+    prepared = runcache.lookup(root, text)
+    if prepared is not None:
+        lease = runcache.SnapshotLease(prepared)
+        if lease.valid:
+            return prepared, lease
+    prepared = _image_from_store(root, text)
+    lease = runcache.SnapshotLease(prepared)
+    if not lease.valid:
+        raise ContainerError(f"the layers of {text} were removed while it was being prepared (a prune?); run again")
+    return prepared, lease
+
+
+def _image_from_store(root: Path, text: str):
+    from builder.runtime import runcache
+    from builder.store import ContentStore
+    from builder.store.names import InvalidReferenceError, normalize_name
+    from builder.store.snapshots import use_lock
+
+    store = ContentStore(root)
+    try:
+        image = store.get_image(text)
+        snapshots = store.image_snapshots(image)       # unpacks the layers not unpacked yet
+        cfg = image.config.config
+        try:
+            name = normalize_name(text)
+        except InvalidReferenceError:
+            name = ""                                  # a digest or an ID prefix: not recorded
+        prepared = runcache.PreparedImage(
+            reference=text, name=name, digest=image.digest, image_id=image.id, diff_ids=list(image.diff_ids),
+            snapshots=[str(p) for p in snapshots], use_locks=[str(use_lock(store, d)) for d in image.diff_ids],
+            defaults={"entrypoint": cfg.entrypoint, "cmd": cfg.cmd, "env": cfg.env, "working_dir": cfg.working_dir,
+                      "user": cfg.user, "volumes": cfg.volumes, "stop_signal": cfg.stop_signal},
+        )
+        if name and image.index is None and store.index.get_ref(name) == image.digest:
+            runcache.remember(root, prepared)
+        return prepared
+    finally:
+        store.close()
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.rm and args.detach:
         raise UsageError("--rm with -d is not supported: remove a detached container with `pybuild rm`")
+    runtime_argv = _runtime_argv(args.runtime)
+    if not runtime_argv:
+        from builder.runtime import cgroupwarm
+        cgroupwarm.start()     # the kernel's wait before the container can join its cgroups overlaps what follows
+    root = state_root(args)
+    prepared, lease = _prepare_image(root, args.image)
+    try:
+        return _run_prepared(args, root, runtime_argv, prepared)
+    finally:
+        lease.release()        # after the overlay is gone (or, detached, when this process ends)
+
+
+def _run_prepared(args: argparse.Namespace, root: Path, runtime_argv: list[str], prepared) -> int:
+    import shutil
+
+    from builder.runtime.imagespec import ImageDefaults, RunRequest, build
+    from builder.snapshot import Snapshotter
+
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    runtime_argv = _runtime_argv(args.runtime)
-    root = state_root(args)
-    store = ContentStore(root)
-    image = store.get_image(args.image)
-    cfg = image.config.config
+    defaults = ImageDefaults(**prepared.defaults)
     cid = os.urandom(6).hex()
     name = args.name or cid
     containers = _containers_dir(args)
@@ -166,10 +222,9 @@ def _run(args: argparse.Namespace) -> int:
     snapshotter = Snapshotter(directory / "snap")
     snap = None
     try:
-        parents = store.image_snapshots(image)
-        snap = snapshotter.prepare(parents, target=directory / "rootfs")
+        snap = snapshotter.prepare([Path(p) for p in prepared.snapshots], target=directory / "rootfs")
         volume_dirs = {}
-        for i, vol in enumerate(sorted(cfg.volumes or [])):
+        for i, vol in enumerate(sorted(defaults.volumes or [])):
             host_dir = directory / "volumes" / str(i)
             inside = snap.mount_dir / vol.lstrip("/")
             if inside.is_dir() and not inside.is_symlink():
@@ -177,8 +232,6 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 host_dir.mkdir(parents=True)
             volume_dirs[vol] = str(host_dir)
-        defaults = ImageDefaults(entrypoint=cfg.entrypoint, cmd=cfg.cmd, env=cfg.env, working_dir=cfg.working_dir,
-                                 user=cfg.user, volumes=cfg.volumes, stop_signal=cfg.stop_signal)
         req = RunRequest(
             args=command, entrypoint=None if args.entrypoint is None else [args.entrypoint],
             env=_read_env_files(args.env_file) + list(args.env), workdir=args.workdir, user=args.user,
@@ -192,19 +245,19 @@ def _run(args: argparse.Namespace) -> int:
         (bundle / "config.json").write_text(json.dumps(doc, indent=2))
         runtime_root = root / "runtime" / (args.runtime if not runtime_argv else Path(runtime_argv[0]).name)
         record = ContainerRecord(
-            id=cid, name=name, image=args.image, image_id=image.id, command=doc["process"]["args"],
+            id=cid, name=name, image=args.image, image_id=prepared.image_id, command=doc["process"]["args"],
             runtime=args.runtime, runtime_root=str(runtime_root), snapshot_id=snap.id, snapshot_kind=snap.kind,
-            created=time.time(), stop_signal=cfg.stop_signal or "SIGTERM", detached=args.detach,
+            created=time.time(), stop_signal=defaults.stop_signal or "SIGTERM", detached=args.detach,
         )
         _save(directory, record)
         if args.detach:
             _start_detached(record, runtime_argv, bundle, directory)
             print(cid)
             return 0
-        with store.lease_snapshots(list(image.diff_ids)):
-            code = _run_foreground(record, runtime_argv, bundle)
-        record.exit_code = code
-        _save(directory, record)
+        code = _run_foreground(record, runtime_argv, bundle, doc)
+        if not args.rm:
+            record.exit_code = code
+            _save(directory, record)
     except BaseException:
         if snap is not None:
             snapshotter.cleanup(snap)
@@ -218,11 +271,13 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
-def _run_foreground(record: ContainerRecord, runtime_argv: list[str], bundle: Path) -> int:
+def _run_foreground(record: ContainerRecord, runtime_argv: list[str], bundle: Path, doc: dict) -> int:
     if not runtime_argv:
-        from builder.runtime import container
+        from builder.runtime import config, container
         from builder.runtime.state import StateStore
-        return container.run(StateStore(record.runtime_root), record.id, str(bundle))
+        return container.run(StateStore(record.runtime_root), record.id, str(bundle), loaded=(doc, config.parse(doc)))
+    import signal
+    import subprocess
     proc = subprocess.Popen([*runtime_argv, "--root", record.runtime_root, "run", "--bundle", str(bundle), record.id])
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
     old = {s: signal.signal(s, lambda signum, _f: proc.send_signal(signum)) for s in forwarded}
@@ -234,6 +289,7 @@ def _run_foreground(record: ContainerRecord, runtime_argv: list[str], bundle: Pa
 
 
 def _start_detached(record: ContainerRecord, runtime_argv: list[str], bundle: Path, directory: Path) -> None:
+    import subprocess
     log = os.open(directory / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -262,6 +318,7 @@ def _runtime_state(record: ContainerRecord) -> dict | None:
             return StateStore(record.runtime_root).load(record.id).oci_state()
         except ContainerNotFound:
             return None
+    import subprocess
     res = subprocess.run([*_runtime_argv(record.runtime), "--root", record.runtime_root, "state", record.id],
                          capture_output=True, text=True)
     return json.loads(res.stdout) if res.returncode == 0 else None
@@ -321,6 +378,7 @@ def _kill(record: ContainerRecord, sig: str) -> None:
         from builder.runtime.state import StateStore
         container.kill(StateStore(record.runtime_root), record.id, container.parse_signal(sig))
         return
+    import subprocess
     subprocess.run([*_runtime_argv(record.runtime), "--root", record.runtime_root, "kill", record.id, sig],
                    capture_output=True)
 
@@ -335,6 +393,7 @@ def _delete_runtime_state(record: ContainerRecord) -> None:
         except ContainerNotFound:
             pass
         return
+    import subprocess
     subprocess.run([*_runtime_argv(record.runtime), "--root", record.runtime_root, "delete", "--force", record.id],
                    capture_output=True)
 
@@ -370,6 +429,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _rm(args: argparse.Namespace) -> int:
+    import shutil
     for ref in args.containers:
         directory, record = _find(args, ref)
         if _status(record) in ("running", "created") and not args.force:

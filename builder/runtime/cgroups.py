@@ -13,11 +13,11 @@ import errno
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 
 from .config import DeviceRule, Resources
 from .errors import ConfigError, RuntimeFailure
 from .mountinfo import read as read_mountinfo
+from .record import dataclass, field
 
 # runc's default device allow-list, added after the config's own rules.
 _ALLOWED_DEVICES = (

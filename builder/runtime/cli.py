@@ -2,17 +2,23 @@
 
 Global ``--root``, ``--log``, ``--log-format`` as runc has them; subcommands
 spec, create, start, run, state, kill, delete, list, exec, ps. Start-up time
-counts (``run`` is called once per container), so only argparse, json and the
-runtime's own small modules are imported, and those lazily per command.
+counts (``run`` is called once per container): the plain forms of the
+lifecycle commands are parsed by ``_fast_parse`` without importing argparse
+(anything else — help, abbreviations, errors — goes to the argparse parser,
+which is the reference: a test checks that both give the same namespace), and
+the runtime's modules are imported per command.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
+from types import SimpleNamespace
 
 from .errors import RuntimeFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
 
 VERSION = "pybuild-runc 0.1.0\nspec: 1.0.2"
 
@@ -37,6 +43,7 @@ def _subcommand_of(argv: list[str]) -> str | None:
 
 def _parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with ``only``, just that subcommand's parser is built (start-up time)."""
+    import argparse
     p = argparse.ArgumentParser(prog="pybuild-runc", description="A runc-compatible OCI runtime.")
     p.add_argument("--version", "-v", action="version", version=VERSION)
     p.add_argument("--root", default=None, help="state directory (default /run/pybuild-runc, or per-user for rootless)")
@@ -125,9 +132,96 @@ class _OnlyOne:
         self.name = name
 
     def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        import argparse
         if name == self.name:
             return self.real.add_parser(name, **kwargs)
         return argparse.ArgumentParser(add_help=False)   # configured, then dropped
+
+# What ``_fast_parse`` accepts: option -> (dest, kind); kind is "flag", "value" or "int".
+_FAST_GLOBAL = {
+    "--root": ("root", "value"), "--log": ("log", "value"), "--log-format": ("log_format", "value"),
+    "--debug": ("debug", "flag"), "--systemd-cgroup": ("systemd_cgroup", "flag"),
+    "--rootless": ("rootless", "value"), "--criu": ("criu", "value"),
+}
+_GLOBAL_DEFAULTS = {"root": None, "log": None, "log_format": "text", "debug": False, "systemd_cgroup": False,
+                    "rootless": "auto", "criu": None}
+_LIFECYCLE = {
+    "--bundle": ("bundle", "value"), "-b": ("bundle", "value"), "--pid-file": ("pid_file", "value"),
+    "--console-socket": ("console_socket", "value"), "--no-pivot": ("no_pivot", "flag"),
+    "--no-new-keyring": ("no_new_keyring", "flag"), "--preserve-fds": ("preserve_fds", "int"),
+}
+_LIFECYCLE_DEFAULTS = {"bundle": ".", "pid_file": None, "console_socket": None, "no_pivot": False,
+                       "no_new_keyring": False, "preserve_fds": 0}
+# subcommand -> (its options, their defaults, positional names, how many of them are optional)
+_FAST_COMMANDS = {
+    "run": ({**_LIFECYCLE, "--detach": ("detach", "flag"), "-d": ("detach", "flag"), "--keep": ("keep", "flag")},
+            {**_LIFECYCLE_DEFAULTS, "detach": False, "keep": False}, ("id",), 0),
+    "create": (_LIFECYCLE, _LIFECYCLE_DEFAULTS, ("id",), 0),
+    "start": ({}, {}, ("id",), 0),
+    "state": ({}, {}, ("id",), 0),
+    "delete": ({"--force": ("force", "flag"), "-f": ("force", "flag")}, {"force": False}, ("id",), 0),
+    "kill": ({"--all": ("all", "flag"), "-a": ("all", "flag")}, {"all": False, "signal": "SIGTERM"},
+             ("id", "signal"), 1),
+}
+
+
+def _take(argv: list[str], i: int, table: dict, out: dict) -> int | None:
+    """Apply the option at ``argv[i]``; the index after it, or None if the fast parser cannot."""
+    arg = argv[i]
+    name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+    if name not in table:
+        return None
+    dest, kind = table[name]
+    if kind == "flag":
+        if eq:
+            return None
+        out[dest] = True
+        return i + 1
+    if eq:
+        value, nxt = inline, i + 1
+    elif i + 1 < len(argv):
+        value, nxt = argv[i + 1], i + 2
+    else:
+        return None
+    if not eq and value.startswith("-"):
+        return None          # argparse's rules for values that look like options are subtle
+    if kind == "int":
+        if not value.isdigit():
+            return None
+        value = int(value)
+    out[dest] = value
+    return nxt
+
+
+def _fast_parse(argv: list[str]) -> SimpleNamespace | None:
+    """The namespace argparse would give for a plain lifecycle command line; None for anything else."""
+    out = dict(_GLOBAL_DEFAULTS)
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i = _take(argv, i, _FAST_GLOBAL, out)
+        if i is None:
+            return None
+    if i >= len(argv) or argv[i] not in _FAST_COMMANDS or out["log_format"] not in ("text", "json"):
+        return None
+    command = argv[i]
+    options, defaults, positional_names, optional = _FAST_COMMANDS[command]
+    out.update(defaults)
+    out["subcommand"] = command
+    positionals: list[str] = []
+    i += 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("-") and arg != "-":
+            i = _take(argv, i, options, out)
+            if i is None:
+                return None
+        else:
+            positionals.append(arg)
+            i += 1
+    if not len(positional_names) - optional <= len(positionals) <= len(positional_names):
+        return None
+    out.update(zip(positional_names, positionals))
+    return SimpleNamespace(**out)
 
 
 def _store(args: argparse.Namespace):
@@ -136,6 +230,7 @@ def _store(args: argparse.Namespace):
 
 
 def _cmd_spec(args: argparse.Namespace) -> int:
+    import json
     from .config import default_spec
     path = os.path.join(args.bundle, "config.json")
     if os.path.exists(path):
@@ -184,6 +279,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 
 def _cmd_state(args: argparse.Namespace) -> int:
+    import json
     from . import container
     print(json.dumps(container.state_of(_store(args), args.id), indent=2))
     return 0
@@ -202,6 +298,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    import json
     from . import container
     states = container.list_states(_store(args))
     if args.quiet:
@@ -246,6 +343,7 @@ def _cmd_exec(args: argparse.Namespace) -> int:
 
 
 def _cmd_ps(args: argparse.Namespace) -> int:
+    import json
     import subprocess
     from . import container
     state = _store(args).load(args.id)
@@ -287,6 +385,7 @@ _COMMANDS = {
 def _log(args: argparse.Namespace, message: str) -> None:
     if not getattr(args, "log", None):
         return
+    import json
     import time
     try:
         with open(args.log, "a") as f:
@@ -306,11 +405,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = _parser(only=_subcommand_of(argv))
-    args = parser.parse_args(argv)
-    if args.subcommand is None:
-        parser.print_help(sys.stderr)
-        return 2
+    args = _fast_parse(argv)
+    if args is None:
+        parser = _parser(only=_subcommand_of(argv))
+        args = parser.parse_args(argv)
+        if args.subcommand is None:
+            parser.print_help(sys.stderr)
+            return 2
     try:
         if args.systemd_cgroup:
             raise RuntimeFailure("--systemd-cgroup is not supported: pybuild-runc manages cgroupfs directly")

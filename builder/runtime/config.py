@@ -8,11 +8,9 @@ document ``runc spec`` writes.
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
-
 from . import capabilities
 from .errors import ConfigError
+from .record import dataclass, field
 
 # Decoded JSON is typed as ``object`` here: importing ``typing`` for ``Any`` costs
 # ~2 ms of every pybuild-runc start.
@@ -438,6 +436,7 @@ _DEFAULT: dict[str, object] = {
 
 def default_spec(rootless: bool = False, uid: int = 0, gid: int = 0) -> dict[str, object]:
     """The config.json ``runc spec`` writes; ``rootless`` maps container root to uid/gid."""
+    import copy
     doc = copy.deepcopy(_DEFAULT)
     if rootless:
         linux = doc["linux"]

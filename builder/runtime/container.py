@@ -9,10 +9,10 @@ import json
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 
 from . import cgroups, config, launcher
 from .errors import ConfigError, RuntimeFailure
+from .record import dataclass, field
 from .state import FIFO, ContainerState, StateStore, process_start_time
 
 
@@ -65,10 +65,14 @@ class CreateOptions:
     new_keyring: bool = True
 
 
-def create(store: StateStore, container_id: str, bundle: str, opts: CreateOptions) -> ContainerState:
-    """Set up the container; its init waits for ``start`` (or starts at once)."""
+def create(store: StateStore, container_id: str, bundle: str, opts: CreateOptions,
+           loaded: tuple[dict, config.Spec] | None = None) -> ContainerState:
+    """Set up the container; its init waits for ``start`` (or starts at once).
+
+    ``loaded``: the bundle's (document, spec) when the caller has read it already.
+    """
     bundle = os.path.abspath(bundle)
-    doc, spec = load_bundle(bundle)
+    doc, spec = loaded or load_bundle(bundle)
     state_dir = store.reserve(container_id)
     try:
         if opts.wait_for_start:
@@ -238,10 +242,15 @@ class _SignalForwarder:
 
 
 def run(store: StateStore, container_id: str, bundle: str, detach: bool = False, pid_file: str | None = None,
-        console_socket: str | None = None, keep: bool = False, new_keyring: bool = True) -> int:
-    """``create`` + ``start``; in the foreground, wait and return the exit code, then delete (unless ``keep``)."""
+        console_socket: str | None = None, keep: bool = False, new_keyring: bool = True,
+        loaded: tuple[dict, config.Spec] | None = None) -> int:
+    """``create`` + ``start``; in the foreground, wait and return the exit code, then delete (unless ``keep``).
+
+    ``loaded``: the bundle's (document, spec) when the caller has it already (it wrote config.json).
+    """
     bundle = os.path.abspath(bundle)
-    _, spec = load_bundle(bundle)
+    loaded = loaded or load_bundle(bundle)
+    spec = loaded[1]
     tty_master = tty_slave = None
     if spec.process.terminal:
         if detach and not console_socket:
@@ -251,7 +260,7 @@ def run(store: StateStore, container_id: str, bundle: str, detach: bool = False,
         tty_master, tty_slave = os.openpty()
     if detach:
         state = create(store, container_id, bundle, CreateOptions(pid_file=pid_file, wait_for_start=True, tty_slave=tty_slave,
-                                                                       new_keyring=new_keyring))
+                                                                       new_keyring=new_keyring), loaded)
         if tty_master is not None:
             send_console(console_socket, tty_master)
             os.close(tty_master)
@@ -260,7 +269,7 @@ def run(store: StateStore, container_id: str, bundle: str, detach: bool = False,
         return 0
     launcher.linux.set_child_subreaper()
     state = create(store, container_id, bundle, CreateOptions(pid_file=pid_file, wait_for_start=False, tty_slave=tty_slave,
-                                                                       new_keyring=new_keyring))
+                                                                       new_keyring=new_keyring), loaded)
     try:
         with _SignalForwarder(state.pid):
             if tty_master is not None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass, field
 
 from . import capabilities, config
 from .errors import RuntimeFailure
+from .record import dataclass, field
 from .users import resolve
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

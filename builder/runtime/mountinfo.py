@@ -1,7 +1,7 @@
 """Reading /proc/self/mountinfo: the kernel's view of the mount table."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .record import dataclass
 
 
 @dataclass(frozen=True)

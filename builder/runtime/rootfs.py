@@ -12,13 +12,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
 
 from . import linux
 from .config import Device, Mount, Spec
 from .errors import RuntimeFailure
 from .mountinfo import read as read_mountinfo
 from .paths import secure_join
+from .record import dataclass
 
 _FLAGS = {
     # option: (set, clear)

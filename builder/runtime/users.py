@@ -10,10 +10,10 @@ them at the host's.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from .errors import RuntimeFailure
 from .paths import secure_join
+from .record import dataclass, field
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,20 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from builder.errors import PybuildError
+from builder.runtime.record import dataclass, field
 
-from . import copytree, overlay
+from . import overlay
 
-Mode = Literal["auto", "overlay", "copy"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # typing and the copy fallback are imported only where used: `pybuild run` start-up time
+    from typing import Literal
+
+    from . import copytree
+
+    Mode = Literal["auto", "overlay", "copy"]
 
 
 class SnapshotError(PybuildError):
@@ -106,6 +111,7 @@ class Snapshotter:
                     if target is not None:
                         shutil.rmtree(merged, ignore_errors=True)
                     raise SnapshotError(f"overlay mount failed: {e.strerror or e}") from None
+        from . import copytree
         snap.kind = "copy"
         shutil.rmtree(work, ignore_errors=True)
         try:
@@ -156,6 +162,7 @@ class Snapshotter:
             overlay.unmount(str(snap.mount_dir))
             snap.committed = True
             return Diff(snap.upper_dir, [], True)
+        from . import copytree
         deleted = copytree.diff(str(snap.mount_dir), snap._record or {}, str(snap.upper_dir))
         snap.committed = True
         return Diff(snap.upper_dir, deleted, True)
