@@ -82,6 +82,7 @@ def run(options: BuildOptions) -> str:
     from builder.progress import make_progress
     from builder.solver.ops import BuildOps
     from builder.solver.solver import BuildRequest, Solver
+    from builder.store.gc import maybe_gc
     from builder.store.store import ContentStore
 
     from builder.cache.spec import parse_cache_spec
@@ -142,6 +143,7 @@ def run(options: BuildOptions) -> str:
                     export_cache(store, solver, _graph, spec, progress, report)
         _write_iidfile(options, image.id)
         _write_metadata(options, image)
+        maybe_gc(store, keep=[image.digest])  # outside the lease: it needs the store to itself
         return image.id
     finally:
         if progress is not None:
