@@ -16,4 +16,5 @@ COMMAND_MODULES = {
     "pull": "registry", "push": "registry", "login": "registry", "logout": "registry",
     "run": "run", "ps": "run", "stop": "run", "rm": "run",
     "system": "system",
+    "cache": "cache",
 }

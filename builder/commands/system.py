@@ -1,10 +1,15 @@
-"""``pybuild system df`` and ``pybuild system prune``: what the store holds, and reclaiming it."""
+"""``pybuild system df`` and ``pybuild system prune``: what the store holds, and reclaiming it.
+
+``prune`` follows ``docker buildx prune``: ``-a`` drops all build cache, ``--filter until=24h`` the
+cache unused for longer than that, ``--keep-storage 10GB`` least recently used cache until the
+store fits; unnamed images and content nothing references always go (``builder.store.gc``).
+"""
 from __future__ import annotations
 
 import argparse
 
 from builder.commands._common import add_root_argument
-from builder.errors import UsageError
+from builder.errors import PybuildError, UsageError
 from builder.commands.images import human_size, open_store_for, print_table
 
 
@@ -14,14 +19,17 @@ def register(sub) -> None:
     system.set_defaults(func=lambda args: _no_subcommand(system))
 
     p = ssub.add_parser("df", help="show what the store holds and what could be reclaimed")
-    p.add_argument("-v", "--verbose", action="store_true", help="list every image and snapshot")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="list every image, snapshot, build-cache record and cache mount")
     add_root_argument(p)
     p.set_defaults(func=_df)
 
-    p = ssub.add_parser("prune", help="remove unnamed images and content nothing references")
-    p.add_argument("-a", "--all", action="store_true", help="also remove the build cache")
+    p = ssub.add_parser("prune", help="remove unnamed images, build cache and content nothing references")
+    p.add_argument("-a", "--all", action="store_true", help="remove all build cache (records and cache mounts)")
     p.add_argument("--filter", action="append", default=[], metavar="until=DURATION",
-                   help="with -a: only build cache unused for DURATION (e.g. 36h, 7d, 90m)")
+                   help="remove build cache unused for longer than DURATION (e.g. 24h, 7d, 1h30m)")
+    p.add_argument("--keep-storage", default=None, metavar="SIZE",
+                   help="remove least recently used build cache until the store is under SIZE (e.g. 10GB)")
     p.add_argument("-f", "--force", action="store_true", help="accepted for docker compatibility (never prompts)")
     add_root_argument(p)
     p.set_defaults(func=_prune)
@@ -39,7 +47,7 @@ def _no_subcommand(parser: argparse.ArgumentParser) -> int:
 
 def _df(args: argparse.Namespace) -> int:
     with open_store_for(args) as store:
-        usage = store.disk_usage()
+        usage = store.disk_usage() if not args.verbose else _verbose_usage(store)
         table = [["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]]
         for row in usage.rows():
             pct = f" ({100 * row.reclaimable // row.size}%)" if row.size else ""
@@ -49,6 +57,7 @@ def _df(args: argparse.Namespace) -> int:
         if args.verbose:
             print()
             images = [["IMAGE", "ID", "SIZE"]]
+            from builder.commands.cache import print_cache_table, print_mount_table
             from builder.commands.images import short_id
             from builder.store.names import familiar_name
 
@@ -60,33 +69,68 @@ def _df(args: argparse.Namespace) -> int:
             for diff_id, size, _, _ in store.index.snapshots():
                 snaps.append([short_id(diff_id), human_size(size)])
             print_table(snaps)
+            print()
+            print_cache_table(usage.entries)
+            if usage.mounts:
+                print()
+                print_mount_table(usage.mounts)
+            print()
+            for line in _gc_lines(store.root, usage.total):
+                print(line)
     return 0
 
 
-def parse_duration(text: str) -> float:
-    """``90s``, ``30m``, ``36h`` or ``7d`` in seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = text[:-1], text[-1:]
+def _verbose_usage(store):
+    from builder.store.usage import disk_usage
+
+    return disk_usage(store, verbose=True)
+
+
+def _gc_lines(root, total: int) -> list[str]:
+    """The store's size against the automatic GC's limit, and what the last GC did."""
+    from builder.commands.cache import ago
+    from builder.store.gc import gc_policy, last_gc
+
     try:
-        value = float(number)
-    except ValueError:
-        value = -1
-    if unit not in units or value < 0:
+        policy = gc_policy(root)
+        limit = "off" if policy.keep_storage is None else human_size(policy.keep_storage)
+        lines = [f"Store size: {human_size(total)}; automatic GC keeps it under {limit} ({policy.source})"]
+    except PybuildError as exc:
+        lines = [f"Store size: {human_size(total)}; automatic GC is skipped: {exc}"]
+    last = last_gc(root)
+    if last and last.get("outcome") == "collected":
+        lines.append(f"Last automatic GC: {ago(last['time'])}, {human_size(last['size_before'])} -> "
+                     f"{human_size(last['size_after'])} ({last.get('cache_records', 0)} cache records, "
+                     f"{last.get('images', 0)} unnamed images, {last.get('cache_mounts', 0)} cache mounts removed)")
+    elif last:
+        lines.append(f"Last automatic GC: {ago(last['time'])}, skipped: the store was in use")
+    return lines
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``30m``, ``36h``, ``7d`` or a sum like ``1h30m``, in seconds."""
+    import re
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
         raise UsageError(f"bad duration {text!r}: expected a number and s, m, h or d (e.g. 36h)")
-    return value * units[unit]
+    return sum(float(n) * units[u] for n, u in parts)
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from builder.store.gc import parse_size
+
     unused_for = None
     for item in args.filter:
         key, _, value = item.partition("=")
-        if key != "until":
+        if key not in ("until", "unused-for"):
             raise UsageError(f"unsupported filter {item!r}: only until=DURATION")
         unused_for = parse_duration(value)
-    if unused_for is not None and not args.all:
-        raise UsageError("--filter until=... selects build cache to remove; add -a")
+    keep = None if args.keep_storage is None else parse_size(args.keep_storage, "--keep-storage")
+    cache = args.all or unused_for is not None or keep is not None
     with open_store_for(args) as store:
-        report = store.prune(cache=args.all, cache_unused_for=unused_for)
+        report = store.prune(cache=cache, cache_unused_for=unused_for, keep_storage=keep)
     for digest in report.images:
         print(f"Deleted image: {digest}")
     for digest in report.blobs:
@@ -95,8 +139,13 @@ def _prune(args: argparse.Namespace) -> int:
         print(f"Deleted snapshot: {diff_id}")
     if report.cache_entries:
         print(f"Deleted build cache entries: {report.cache_entries}")
+    for ident in report.cache_mounts:
+        print(f"Deleted cache mount: {ident[:12]}")
     for diff_id in report.skipped_in_use:
         print(f"Kept snapshot in use: {diff_id}")
+    if keep is not None:
+        print(f"Store size: {human_size(report.size_after)} (kept under {human_size(keep)} where "
+              "named images allow)")
     print(f"Total reclaimed space: {human_size(report.reclaimed)}")
     return 0
 

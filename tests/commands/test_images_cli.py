@@ -114,7 +114,7 @@ def test_system_df_and_prune(capsys, root, busybox_archive):
     (["system"], ["df or prune"]),
     (["image"], ["ls, inspect, save, load, tag, rm or prune"]),
     (["system", "prune", "-a", "--filter", "until=soon"], ["bad duration 'soon'"]),
-    (["system", "prune", "--filter", "until=1h"], ["add -a"]),
+    (["system", "prune", "--keep-storage", "lots"], ["bad --keep-storage 'lots'"]),
     (["system", "prune", "-a", "--filter", "label=x"], ["unsupported filter"]),
     (["images", "-f", "color=blue"], ["unsupported filter 'color'"]),
     (["images", "-f", "dangling"], ["expected KEY=VALUE"]),
