@@ -121,7 +121,7 @@ def run_report(args: argparse.Namespace) -> int:
     if which and which[0] == "diff":
         if len(which) != 3:
             raise UsageError("usage: pybuild report diff A.json B.json")
-        return _report_diff(BuildReport.load(which[1]), BuildReport.load(which[2]))
+        return _report_diff(args, which[1], which[2])
     if len(which) != 1:
         raise UsageError("usage: pybuild report [last|FILE]")
     path = state_root(args) / "reports" / "last.json" if which[0] == "last" else Path(which[0])
@@ -156,15 +156,33 @@ def _print_table(report) -> None:
     Console(width=max(100, Console().width)).print(table)
 
 
-def _report_diff(a, b) -> int:
-    before = {(s.stage, s.line, s.instruction): s for s in a.steps}
-    changed = 0
-    for s in b.steps:
-        old = before.get((s.stage, s.line, s.instruction))
-        if old is not None and old.status == "CACHED" and s.status == "DONE":
-            changed += 1
-            why = s.miss_reason.message if s.miss_reason else "unknown"
-            print(f"{b.dockerfile}:{s.line} {s.instruction}: CACHED -> DONE: {why}")
-    if not changed:
-        print("no step went from CACHED to DONE")
+def _report_diff(args: argparse.Namespace, name_a: str, name_b: str) -> int:
+    """``pybuild report diff A B``: each step that went from CACHED to DONE and why, steps added
+    and removed, and time changes (``builder.solver.report.diff_reports``)."""
+    from builder.solver.report import diff_reports
+
+    diff = diff_reports(_diff_side(args, name_a), _diff_side(args, name_b))
+    if args.format == "json":
+        json.dump(diff.to_json(), sys.stdout, indent=2, ensure_ascii=False)
+        print()
+    elif args.format == "markdown":
+        sys.stdout.write(diff.markdown(name_a, name_b))
+    else:
+        print("\n".join(diff.text_lines(name_a, name_b)))
     return 0
+
+
+def _diff_side(args: argparse.Namespace, which: str):
+    """A report file for ``report diff`` ('last' is the store's last build)."""
+    from builder.errors import PybuildError
+    from builder.solver.report import BuildReport
+
+    path = state_root(args) / "reports" / "last.json" if which == "last" else Path(which)
+    if not path.is_file():
+        raise UsageError(f"no report at {path}")
+    try:
+        return BuildReport.load(path)
+    except PybuildError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is not a pybuild report: {exc}") from None
