@@ -239,6 +239,7 @@ class Executor:
         req = launcher.LaunchRequest(
             container_id=f"pybuild-run-{os.urandom(6).hex()}", spec=spec, bundle=str(rootfs.parent),
             stdio=launcher.Stdio(devnull, out_w, err_w), loopback_up=(network == "none"),
+            die_with_parent=True,   # a killed build must not leave its RUN processes behind
         )
         try:
             if self._cancelled:

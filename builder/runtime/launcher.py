@@ -56,6 +56,9 @@ class LaunchRequest:
     loopback_up: bool = False          # bring lo up in a new network namespace (build RUN steps)
     cgroups_required: bool = False
     new_keyring: bool = True           # a fresh session keyring, as runc does unless --no-new-keyring
+    die_with_parent: bool = False      # build steps: SIGKILL the container when this process dies (even by -9)
+    parent_pidfd: int | None = None    # set by launch(): P's pidfd, for die_with_parent
+    stage1_pidfd: int | None = None    # set by C before it forks G: C's pidfd, for die_with_parent
 
 
 @dataclass
@@ -190,6 +193,8 @@ def _container_init(req: LaunchRequest, chan: _Channel, state_dir_fd: int | None
         if not _places_stage1(spec):
             chan.recv_down()      # P has put us (G) in the cgroups meanwhile
         become(spec.process, can_setgroups)
+        if req.die_with_parent:
+            _die_with_parent(req)   # after become(): a credential change clears the death signal
         path = find_executable(spec.process.args[0], spec.process.env)
         chan.send_up("READY")
         if req.wait_for_start and state_dir_fd is not None:
@@ -200,6 +205,22 @@ def _container_init(req: LaunchRequest, chan: _Channel, state_dir_fd: int | None
     except BaseException as e:  # noqa: BLE001 - a child must report and exit, never unwind
         _report(chan, e)
     os._exit(127)
+
+
+def _die_with_parent(req: LaunchRequest) -> None:
+    """G: be SIGKILLed when P dies, so a killed build leaves no container running.
+
+    The death signal follows the parent, so G first waits until C has exited (G is then P's,
+    as P is a child subreaper); a P that died before the signal was armed is caught by its pidfd.
+    Killing G (pid 1 of its namespace) kills every process in the container.
+    """
+    import select
+
+    if req.stage1_pidfd is not None:
+        select.select([req.stage1_pidfd], [], [])   # readable once C has exited
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if req.parent_pidfd is not None and select.select([req.parent_pidfd], [], [], 0)[0]:
+        os._exit(137)   # P is already gone
 
 
 def _report(chan: _Channel, e: BaseException) -> None:
@@ -261,6 +282,8 @@ def _stage1(req: LaunchRequest, chan: _Channel, state_dir_fd: int | None, cgroup
         if flags:
             linux.unshare(flags)
         if spec.namespace("pid") is not None:
+            if req.die_with_parent:
+                req.stage1_pidfd = os.pidfd_open(os.getpid())   # G waits on it to know C is gone
             child = os.fork()
             if child:
                 chan.send_up(f"PID {child}")
@@ -309,6 +332,8 @@ def launch(req: LaunchRequest) -> Launched:
     if req.state_dir is not None:
         state_dir_fd = os.open(req.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     chan = _Channel()
+    if req.die_with_parent:
+        req.parent_pidfd = os.pidfd_open(os.getpid())   # close-on-exec, inherited by C and G
     stage1 = 0
     has_stage1_child = spec.namespace("pid") is not None
     pid = 0
@@ -357,6 +382,9 @@ def launch(req: LaunchRequest) -> Launched:
         chan.close_parent()
         if state_dir_fd is not None:
             os.close(state_dir_fd)
+        if req.parent_pidfd is not None:
+            os.close(req.parent_pidfd)
+            req.parent_pidfd = None
         if has_stage1_child:
             _reap(stage1)        # C exits as soon as it has forked G
 

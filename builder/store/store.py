@@ -33,6 +33,7 @@ from builder.store.image import Image, ImageSummary
 from builder.store.index import CacheRecord, ImageRecord, StoreIndex
 from builder.store.locks import file_lock
 from builder.store.names import InvalidReferenceError, normalize_name, parse_reference
+from builder.store.recovery import recover
 from builder.store.tmpdirs import ScratchDir, clean_stale_scratch
 
 # Manifests, indexes and configs are small; a bigger one is hostile.
@@ -52,6 +53,7 @@ class ContentStore:
             self.scratch = ScratchDir(self.root / "tmp")
             self.blobs = BlobStore(self.root, self.scratch)
             self.index = StoreIndex(self.root / "index.db")
+            recover(self)  # snapshot rows and directories a killed process left out of step
         except OSError as exc:
             raise StoreError(f"cannot open the store at {self.root}: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:

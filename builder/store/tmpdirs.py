@@ -7,6 +7,7 @@ lock nobody holds (its owner died), and never touches a live process's files.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import shutil
 import tempfile
@@ -125,8 +126,23 @@ def unmount_below(path: Path) -> int:
     return done
 
 
+TRASH_PREFIX = ".trash-"
+
+
 def remove_tree(path: Path) -> None:
-    """Remove a file or a whole tree, read-only directories included."""
+    """Remove a file or a whole tree, read-only directories included.
+
+    A directory is first renamed aside (``.trash-NAME-PID-N`` beside it), so its name disappears
+    at once: a process killed half-way through leaves a trash entry, never a half-emptied
+    snapshot or scratch directory under its real name (``remove_trash`` finishes the job).
+    """
+    if path.is_dir() and not path.is_symlink() and not path.name.startswith(TRASH_PREFIX):
+        aside = path.with_name(f"{TRASH_PREFIX}{path.name}-{os.getpid()}-{next(_trash_count)}")
+        try:
+            os.rename(path, aside)
+            path = aside
+        except OSError:
+            pass   # e.g. a mount point: remove it where it is
     if path.is_dir() and not path.is_symlink():
         # Snapshots unpack read-only directories; make them writable so rmtree can empty them.
         def onerror(func, p, exc):
@@ -141,3 +157,32 @@ def remove_tree(path: Path) -> None:
             path.unlink()
         except FileNotFoundError:
             pass
+
+
+_trash_count = itertools.count()
+
+
+def remove_trash(directory: Path) -> int:
+    """Finish removals that dead processes left half done in ``directory``; returns how many."""
+    removed = 0
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(TRASH_PREFIX)]
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        pid = name.rsplit("-", 2)[-2] if name.count("-") >= 3 else ""
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue   # its owner is still removing it
+        remove_tree(directory / name)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
