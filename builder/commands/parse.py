@@ -63,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
         out["expanded"] = _expanded(dockerfile, _build_args(args.build_arg), args.target)
     for warning in dockerfile.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+    text = json.dumps(out, indent=2, ensure_ascii=False) + "\n"
+    # Invalid UTF-8 in the Dockerfile is carried as surrogate escapes; in JSON it becomes
+    # U+FFFD, as Go's encoder writes it (raw bytes would not be UTF-8, hence not JSON).
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode())
     return 0
 
 

@@ -634,4 +634,11 @@ def from_node(node: Node) -> Instruction:
         if guess:
             message += f" (did you mean {guess}?)"
         raise ctx.error(message, hint=hint, at_args=False)
-    return build(ctx)
+    try:
+        return build(ctx)
+    except DockerfileError as exc:
+        # Helpers such as the heredoc-name and --mount parsers know no position: the
+        # instruction's is the best there is.
+        if exc.line <= 0:
+            exc.line, exc.col, exc.end_line = node.start_line, node.col, node.end_line
+        raise

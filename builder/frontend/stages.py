@@ -35,7 +35,7 @@ from builder.frontend.instructions import (
     from_node,
 )
 from builder.frontend.mounts import parse_mount
-from builder.frontend.parser import parse_dockerfile
+from builder.frontend.parser import gc_paused, parse_dockerfile
 
 # Build args BuildKit defines without a declaration in the global scope.
 PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
@@ -110,31 +110,10 @@ def parse(text: str | bytes, filename: str = "Dockerfile") -> Dockerfile:
     result = parse_dockerfile(text, filename)
     lines = (text.decode("utf-8", "surrogateescape") if isinstance(text, bytes) else text).split("\n")
     meta: list[ArgInstruction] = []
-    stages: list[Stage] = []
     names: dict[str, int] = {}
     try:
-        for node in result.ast.children:
-            instr = from_node(node)
-            if isinstance(instr, FromInstruction):
-                if instr.stage_name is not None:
-                    if instr.stage_name in names:
-                        raise DockerfileError(
-                            f"duplicate stage name {instr.stage_name!r}", line=instr.line,
-                            col=instr.col,
-                            hint=f"it is already the name of the stage on line {names[instr.stage_name]}",
-                        )
-                    names[instr.stage_name] = instr.line
-                stages.append(Stage(len(stages), instr.stage_name, instr))
-            elif not stages:
-                if not isinstance(instr, ArgInstruction):
-                    raise DockerfileError(
-                        f"{instr.keyword} before the first FROM: no build stage in current context",
-                        line=instr.line, col=instr.col,
-                        hint="only ARG may come before the first FROM",
-                    )
-                meta.append(instr)
-            else:
-                stages[-1].instructions.append(instr)
+        with gc_paused():
+            stages = _group(result, meta, names)
     except DockerfileError as exc:
         raise exc.with_source(filename, lines) from None
     if not stages:
@@ -142,6 +121,34 @@ def parse(text: str | bytes, filename: str = "Dockerfile") -> Dockerfile:
                               filename=filename, hint="start a stage with FROM <image>")
     warnings = [f"{filename}:{line}: {msg}" for line, msg in result.warnings]
     return Dockerfile(filename, result.escape, dict(result.directives), meta, stages, warnings)
+
+
+def _group(result, meta: list[ArgInstruction], names: dict[str, int]) -> list[Stage]:
+    """Type each instruction and group them into stages (global ARGs go to ``meta``)."""
+    stages: list[Stage] = []
+    for node in result.ast.children:
+        instr = from_node(node)
+        if isinstance(instr, FromInstruction):
+            if instr.stage_name is not None:
+                if instr.stage_name in names:
+                    raise DockerfileError(
+                        f"duplicate stage name {instr.stage_name!r}", line=instr.line,
+                        col=instr.col,
+                        hint=f"it is already the name of the stage on line {names[instr.stage_name]}",
+                    )
+                names[instr.stage_name] = instr.line
+            stages.append(Stage(len(stages), instr.stage_name, instr))
+        elif not stages:
+            if not isinstance(instr, ArgInstruction):
+                raise DockerfileError(
+                    f"{instr.keyword} before the first FROM: no build stage in current context",
+                    line=instr.line, col=instr.col,
+                    hint="only ARG may come before the first FROM",
+                )
+            meta.append(instr)
+        else:
+            stages[-1].instructions.append(instr)
+    return stages
 
 
 # --- expansion ---------------------------------------------------------------
@@ -214,6 +221,36 @@ def expand_from(
     return dataclasses.replace(instr, image=image, platform=platform)
 
 
+class _Variables(Mapping[str, str]):
+    """ENV over ARG (ARGs without a value are unset), looked up in place."""
+
+    __slots__ = ("env", "args")
+
+    def __init__(self, env: Mapping[str, str], args: Mapping[str, str | None]) -> None:
+        self.env = env
+        self.args = args
+
+    def __getitem__(self, name: str) -> str:
+        if name in self.env:
+            return self.env[name]
+        value = self.args[name]
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.env or self.args.get(name) is not None  # type: ignore[call-overload]
+
+    def __iter__(self):
+        yield from self.env
+        for name, value in self.args.items():
+            if value is not None and name not in self.env:
+                yield name
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 @dataclass
 class ExpansionScope:
     """ARG/ENV scoping inside one stage, and the expansion of its instructions.
@@ -237,11 +274,13 @@ class ExpansionScope:
     def __post_init__(self) -> None:
         self._lexer = _lexer(self.escape)
 
-    def variables(self) -> dict[str, str]:
-        """What ``$NAME`` sees: declared ARGs with a value, overridden by ENV."""
-        out = {k: v for k, v in self.args.items() if v is not None}
-        out.update(self.env)
-        return out
+    def variables(self) -> Mapping[str, str]:
+        """What ``$NAME`` sees: declared ARGs with a value, overridden by ENV.
+
+        A live view, not a copy: copying per word made a stage with n ARG/ENV names cost n²
+        (1,000 ENV pairs on one line took 30x what 100 took).
+        """
+        return _Variables(self.env, self.args)
 
     def word(self, text: str) -> str:
         result, matched, unmatched = self._lexer.process_word_with_matches(text, self.variables())
@@ -267,7 +306,12 @@ class ExpansionScope:
         """The instruction with its words expanded; ARG and ENV also update the scope."""
         try:
             return self._expand(instr)
-        except DockerfileError:
+        except DockerfileError as exc:
+            # Errors of re-checked values (a --mount whose target expanded to nothing) carry
+            # no position of their own.
+            if exc.line <= 0:
+                exc.line, exc.col, exc.end_line = instr.line, instr.col, instr.end_line
+                exc.filename = self.filename
             raise
         except Exception as exc:
             raise _expansion_error(instr, exc, self.filename) from None
