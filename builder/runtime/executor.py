@@ -30,6 +30,7 @@ from typing import Callable, Literal
 
 from . import capabilities, config, launcher, linux
 from .errors import RuntimeFailure
+from .imagespec import isolate
 from .paths import secure_join
 from .users import resolve
 
@@ -98,23 +99,8 @@ def build_spec(rootfs: Path, process: ProcessSpec, mounts: list[RunMount], netwo
     }
     doc["root"] = {"path": str(rootfs), "readonly": False}
     doc["hostname"] = HOSTNAME
-    linux_ = doc["linux"]
-    linux_.pop("resources", None)
-    namespaces = [ns for ns in linux_["namespaces"] if ns["type"] != "network"]
-    if network == "none":
-        namespaces.append({"type": "network"})
-    linux_["namespaces"] = namespaces
-    mounts_doc = [m for m in doc["mounts"] if m["destination"] != "/sys/fs/cgroup"]
-    if network == "host" or rootless:
-        # sysfs needs the network namespace's owner; bind the host's read-only instead.
-        mounts_doc = [m for m in mounts_doc if m["destination"] != "/sys"]
-        mounts_doc.append({"destination": "/sys", "type": "bind", "source": "/sys",
-                           "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
-    if network == "host":
-        for name in ("resolv.conf", "hosts"):
-            if os.path.exists(f"/etc/{name}"):
-                mounts_doc.append({"destination": f"/etc/{name}", "type": "bind", "source": f"/etc/{name}",
-                                   "options": ["rbind", "ro"]})
+    isolate(doc, network, rootless)
+    mounts_doc = doc["mounts"]
     secret_files = secret_files or {}
     for m in mounts:
         if not m.target.startswith("/"):

@@ -89,6 +89,30 @@ def argv(image: ImageDefaults, req: RunRequest) -> list[str]:
     return out
 
 
+def isolate(doc: dict, network: str, rootless: bool) -> None:
+    """Fit ``default_spec``'s document to ``network`` ("host" or "none"), for ``pybuild run`` and RUN steps.
+
+    As root the container keeps the default's own sysfs — read-only, and a fresh instance even
+    when it shares the host's network, since a bind of the host's /sys would bring the host's
+    cgroup hierarchies (and debugfs, tracefs, ...) in writable — its own read-only cgroup view,
+    and runc's device rules (deny all but the standard devices; CAP_MKNOD alone must not reach
+    the host's disks). Rootless, ``default_spec`` has bound the host's /sys read-only already
+    (sysfs needs the network namespace's owner) and there are no cgroups to show.
+    """
+    linux = doc["linux"]
+    namespaces = [ns for ns in linux["namespaces"] if ns["type"] != "network"]
+    if network == "none":
+        namespaces.append({"type": "network"})
+    linux["namespaces"] = namespaces
+    if rootless:
+        doc["mounts"] = [m for m in doc["mounts"] if m["destination"] != "/sys/fs/cgroup"]
+    if network == "host":
+        for name in ("resolv.conf", "hosts"):
+            if os.path.exists(f"/etc/{name}"):
+                doc["mounts"].append({"destination": f"/etc/{name}", "type": "bind", "source": f"/etc/{name}",
+                                      "options": ["rbind", "ro"]})
+
+
 def build(rootfs: str, image: ImageDefaults, req: RunRequest, rootless: bool | None = None) -> dict:
     """The config.json for running ``image`` (unpacked at ``rootfs``) as ``req`` asks."""
     rootless = os.geteuid() != 0 if rootless is None else rootless
@@ -118,22 +142,8 @@ def build(rootfs: str, image: ImageDefaults, req: RunRequest, rootless: bool | N
     }
     doc["root"] = {"path": rootfs, "readonly": req.read_only}
     doc["hostname"] = req.hostname or "pybuild"
-    linux = doc["linux"]
-    linux.pop("resources", None)
-    namespaces = [ns for ns in linux["namespaces"] if ns["type"] != "network"]
-    if req.network == "none":
-        namespaces.append({"type": "network"})
-    linux["namespaces"] = namespaces
-    mounts = [m for m in doc["mounts"] if m["destination"] != "/sys/fs/cgroup"]
-    if req.network == "host" or rootless:
-        mounts = [m for m in mounts if m["destination"] != "/sys"]
-        mounts.append({"destination": "/sys", "type": "bind", "source": "/sys",
-                       "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
-    if req.network == "host":
-        for name in ("resolv.conf", "hosts"):
-            if os.path.exists(f"/etc/{name}"):
-                mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": f"/etc/{name}",
-                               "options": ["rbind", "ro"]})
+    isolate(doc, req.network, rootless)
+    mounts = doc["mounts"]
     for dest, host_dir in sorted(req.volume_dirs.items()):
         mounts.append({"destination": dest, "type": "bind", "source": host_dir, "options": ["rbind", "rw"]})
     for b in req.binds:

@@ -12,17 +12,14 @@ Errors anywhere in C or G come back over the same pipe as one line.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import signal
-import struct
-import termios
-from dataclasses import dataclass, field
 
-from . import cgroups, linux, rootfs
+from . import cgroupwarm, cgroups, linux, rootfs
 from .config import Spec
 from .errors import RuntimeFailure
 from .process import become, exec_process, find_executable
+from .record import dataclass, field
 from .state import FIFO
 
 NS_FLAGS = {
@@ -145,7 +142,9 @@ def _ns_fds(spec: Spec) -> list[tuple[str, int]]:
 
 
 def _loopback_up() -> None:
+    import fcntl
     import socket
+    import struct
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sH14x", b"lo", 0)
@@ -159,6 +158,9 @@ def _container_init(req: LaunchRequest, chan: _Channel, state_dir_fd: int | None
     spec = req.spec
     try:
         if req.tty_slave is not None:
+            import fcntl
+            import struct
+            import termios
             os.setsid()
             fcntl.ioctl(req.tty_slave, termios.TIOCSCTTY, 0)
             if spec.process.console_size:
@@ -327,6 +329,8 @@ def launch(req: LaunchRequest) -> Launched:
             resources.devices = []   # device rules are meaningless without mknod
         cg = cgroups.create(req.container_id, spec.cgroups_path, resources, extra_devices,
                             required=req.cgroups_required or rootless)
+        if cg.paths and not _places_stage1(spec):
+            cgroupwarm.start()    # the kernel's wait before G can join now overlaps C's and G's set-up
     cgroup_view = dict(cg.paths) if cg.paths else _cgroup_view()
     state_dir_fd = None
     if req.state_dir is not None:
@@ -379,6 +383,7 @@ def launch(req: LaunchRequest) -> Launched:
         cgroups.destroy(cg)
         raise
     finally:
+        cgroupwarm.stop()
         chan.close_parent()
         if state_dir_fd is not None:
             os.close(state_dir_fd)
@@ -394,6 +399,8 @@ def _join_cgroups(cg: cgroups.CgroupSet, pid: int) -> None:
         cgroups.add_process(cg, pid)
     except OSError as e:
         raise RuntimeFailure(f"joining cgroup: {e.strerror}") from None
+    finally:
+        cgroupwarm.stop()
 
 
 def _reap(pid: int) -> None:
