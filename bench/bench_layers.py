@@ -9,11 +9,23 @@ tar+zstd) beside `tar -c | cat`, `tar -c | gzip -1`, `tar -c | gzip -6`
 applying the layers beside `tar -x`. Finally the peak RSS of writing and
 applying a 1 GiB layer, each in a fresh subprocess.
 
-Files are read once first so every tool sees a warm page cache; each figure
-is the best of --repeat runs (the machine may be shared). MB/s counts the
-bytes of file content (10^6 bytes per MB).
+Creation figures are the best of --repeat runs. Extraction is measured fairly:
+the same blob, onto the same filesystem (each of --extract-dir, e.g. a tmpfs
+and a disk, in one run), with the blob in the page cache and the target
+emptied and synced before every run; `tar -x` decompresses the way tar users
+do (`-z`/`--zstd`, i.e. gzip/zstd in a second process, and `pigz -dc |` /
+`zstd -dc |`), and the goal compares against the fastest of those. pybuild
+applies in a child interpreter that times only `apply_layer` (as in a running
+build); tar's time includes its own start (about a millisecond). Runs of all
+tools alternate, and each figure is the median of --apply-repeat runs.
+`--baseline DIR` adds rows for another checkout's `builder` package (e.g. the
+commit before a change: `git archive HEAD builder | tar -x -C /tmp/before`),
+measured in the same alternation. MB/s counts the bytes of file content
+(10^6 bytes per MB).
 
-    python3 bench/bench_layers.py [--dir DIR] [--repeat 3] [--rss-gib 1] [--skip-rss]
+    python3 bench/bench_layers.py [--dir DIR] [--repeat 3] [--apply-repeat 7] [--rss-gib 1] [--skip-rss]
+        [--extract-dir /dev/shm --extract-dir /var/tmp] [--baseline /tmp/before] [--only-apply]
+        [--datasets small-files,big-files]
 """
 from __future__ import annotations
 
@@ -22,11 +34,12 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SMALL_FILES = 20_000
@@ -41,6 +54,7 @@ class Row:
     seconds: float
     content_bytes: int
     output_bytes: int | None = None
+    runs: list[float] = field(default_factory=list)
 
     @property
     def mbps(self) -> float:
@@ -103,8 +117,8 @@ def write_layer_zlib6(src: Path, out: str) -> None:
         write_layer(src, z, compression="none")
 
 
-def measure_dataset(name: str, src: Path, work: Path, repeat: int, extract_dir: Path) -> list[Row]:
-    from builder.image.layer import apply_layer
+def measure_dataset(name: str, src: Path, work: Path, repeat: int, only_apply: bool) -> tuple[list[Row], dict[str, str]]:
+    """Creation figures (unless ``only_apply``) and the layer blobs to extract, by compression."""
     from builder.image import mediatypes as mt
 
     size = content_bytes(src)
@@ -121,44 +135,93 @@ def measure_dataset(name: str, src: Path, work: Path, repeat: int, extract_dir: 
         "tar -c | pigz -1": f"{tar} | pigz -1 > {work}/peer.gz",
         "tar -c | zstd -3 -T0": f"{tar} | zstd -q -3 -T0 > {work}/peer.zst",
     }
-    for label, cmd in peers.items():
-        out = Path(str(cmd).rsplit("> ", 1)[-1])
-        seconds = best_of(repeat, shell(cmd))
-        rows.append(Row(name, label, seconds, size, out.stat().st_size if out.name.startswith("peer") else None))
+    if not only_apply:
+        for label, cmd in peers.items():
+            out = Path(str(cmd).rsplit("> ", 1)[-1])
+            seconds = best_of(repeat, shell(cmd))
+            rows.append(Row(name, label, seconds, size, out.stat().st_size if out.name.startswith("peer") else None))
 
-    out = str(work / "layer.zlib6")
-    seconds = best_of(repeat, lambda: write_layer_zlib6(src, out))
-    rows.append(Row(name, "pybuild tar + zlib -6 (1 thread)", seconds, size, os.path.getsize(out)))
+        out = str(work / "layer.zlib6")
+        seconds = best_of(repeat, lambda: write_layer_zlib6(src, out))
+        rows.append(Row(name, "pybuild tar + zlib -6 (1 thread)", seconds, size, os.path.getsize(out)))
 
     blobs = {}
     for compression in (mt.UNCOMPRESSED, mt.GZIP, mt.ZSTD):
         out = str(work / f"layer.{compression}")
-        seconds = best_of(repeat, lambda: write_layer_to(src, out, compression))
+        seconds = best_of(1 if only_apply else repeat, lambda: write_layer_to(src, out, compression))
         blobs[compression] = out
-        rows.append(Row(name, f"pybuild layer ({compression})", seconds, size, os.path.getsize(out)))
+        if not only_apply:
+            rows.append(Row(name, f"pybuild layer ({compression})", seconds, size, os.path.getsize(out)))
+    return rows, blobs
 
-    dest = extract_dir / "extract"
 
-    def fresh() -> None:
+# Times one apply_layer in a fresh interpreter importing ``builder`` from argv[1]; prints seconds.
+_APPLY_CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from builder.image.layer import apply_layer
+with open(sys.argv[2], 'rb') as f:
+    start = time.perf_counter()
+    apply_layer(f, sys.argv[3], sys.argv[4])
+    print(time.perf_counter() - start)
+"""
+REPO = str(Path(__file__).resolve().parent.parent)
+
+
+def extract_commands(blob: str, dest: Path, compression: str) -> dict[str, str]:
+    """The `tar -x` variants users run for a blob of ``compression``."""
+    if compression == "none":
+        return {"tar -x": f"tar -xf {blob} -C {dest}"}
+    if compression == "gzip":
+        return {"tar -xz (gzip -d)": f"tar -xzf {blob} -C {dest}",
+                "pigz -dc | tar -x": f"pigz -dc {blob} | tar -xf - -C {dest}"}
+    return {"tar --zstd (zstd -d)": f"tar --zstd -xf {blob} -C {dest}",
+            "zstd -dc | tar -x": f"zstd -qdc {blob} | tar -xf - -C {dest}"}
+
+
+def measure_extraction(name: str, size: int, blobs: dict[str, str], extract_dir: Path, repeat: int,
+                       impls: dict[str, str]) -> list[Row]:
+    """Every tool on every blob onto ``extract_dir``, alternating, ``repeat`` rounds; medians."""
+    from builder.image import mediatypes as mt
+
+    dest = extract_dir / "bench-extract"
+    fs = filesystem_of(extract_dir)
+
+    def fresh(blob: str) -> None:
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir()
         subprocess.run(["sync"], check=True)
+        subprocess.run(f"cat {blob} > /dev/null", shell=True, check=True)  # the blob in the page cache
 
-    tar_flags = {mt.UNCOMPRESSED: "", mt.GZIP: "-z", mt.ZSTD: "--zstd"}
-    for compression, blob in blobs.items():
-        seconds = best_of(repeat, shell(f"tar {tar_flags[compression]} -xf {blob} -C {dest}"), fresh)
-        rows.append(Row(name, f"tar -x ({compression})", seconds, size))
-        media_type = mt.layer_media_type(compression)
+    def timed_shell(cmd: str) -> float:
+        start = time.perf_counter()
+        subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
 
-        def apply() -> None:
-            with open(blob, "rb") as f:
-                apply_layer(f, dest, media_type)
+    def timed_apply(root: str, blob: str, media_type: str) -> float:
+        done = subprocess.run([sys.executable, "-c", _APPLY_CHILD, root, blob, str(dest), media_type],
+                              capture_output=True, text=True, check=True)
+        return float(done.stdout.split()[-1])
 
-        seconds = best_of(repeat, apply, fresh)
-        rows.append(Row(name, f"pybuild apply ({compression})", seconds, size))
+    runs: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        for compression, blob in blobs.items():
+            media_type = mt.layer_media_type(compression)
+            jobs = {f"{label} ({compression})": (lambda c=cmd: timed_shell(c))
+                    for label, cmd in extract_commands(blob, dest, compression).items()}
+            for impl, root in impls.items():
+                jobs[f"{impl} apply ({compression})"] = lambda r=root, b=blob, m=media_type: timed_apply(r, b, m)
+            for label, job in jobs.items():
+                fresh(blob)
+                runs.setdefault(label, []).append(job())
     shutil.rmtree(dest, ignore_errors=True)
-    return rows
+    return [Row(f"{name}@{fs}", label, statistics.median(times), size, runs=times) for label, times in runs.items()]
+
+
+def filesystem_of(path: Path) -> str:
+    out = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True)
+    return out.stdout.strip() or "?"
 
 
 def child_peak_rss(code: str) -> tuple[float, float]:
@@ -198,16 +261,19 @@ def measure_rss(work: Path, gib: int) -> list[tuple[str, float, float]]:
 
 
 def print_rows(rows: list[Row]) -> None:
-    print(f"{'dataset':<12} {'what':<32} {'seconds':>8} {'MB/s':>8} {'output MB':>10}")
+    print(f"{'dataset':<22} {'what':<32} {'seconds':>8} {'MB/s':>8} {'output MB':>10}  runs")
     for r in rows:
         out = f"{r.output_bytes / 1e6:10.1f}" if r.output_bytes is not None else f"{'':>10}"
-        print(f"{r.dataset:<12} {r.what:<32} {r.seconds:8.3f} {r.mbps:8.1f} {out}")
+        spread = " ".join(f"{t:.3f}" for t in r.runs)
+        print(f"{r.dataset:<22} {r.what:<32} {r.seconds:8.3f} {r.mbps:8.1f} {out}  {spread}")
 
 
 def goals(rows: list[Row]) -> None:
     by = {(r.dataset, r.what): r.seconds for r in rows}
     print("\ngoals (ratio of times; lower is faster for pybuild):")
     for dataset in sorted({r.dataset for r in rows}):
+        if (dataset, "pybuild layer (gzip)") not in by:
+            continue
         g = by[(dataset, "pybuild layer (gzip)")]
         pigz = by[(dataset, "tar -c | pigz (-6, all cores)")]
         pigz1 = by[(dataset, "tar -c | pigz -1")]
@@ -219,42 +285,76 @@ def goals(rows: list[Row]) -> None:
               f"{'MET' if gz6 / g >= 3 else 'NOT MET'}")
         print(f"  {dataset}: tar+zlib -6 / layer(gzip)   = {zlib6 / g:5.2f}x faster (goal >= 3) "
               f"{'MET' if zlib6 / g >= 3 else 'NOT MET'}")
+
+
+def apply_goals(rows: list[Row], impls: list[str]) -> None:
+    """Each pybuild apply against the fastest `tar -x` variant of the same blob, same filesystem."""
+    print("\napply goals (median time / fastest tar -x variant's median; goal <= 1.5):")
+    for dataset in sorted({r.dataset for r in rows if "@" in r.dataset}):
         for c in ("none", "gzip", "zstd"):
-            ratio = by[(dataset, f"pybuild apply ({c})")] / by[(dataset, f"tar -x ({c})")]
-            print(f"  {dataset}: apply({c}) / tar -x        = {ratio:5.2f}  (goal <= 1.5) "
-                  f"{'MET' if ratio <= 1.5 else 'NOT MET'}")
+            peers = [r for r in rows if r.dataset == dataset and r.what.endswith(f"({c})")
+                     and " apply " not in r.what]
+            if not peers:
+                continue
+            best = min(peers, key=lambda r: r.seconds)
+            for impl in impls:
+                mine = next(r for r in rows if r.dataset == dataset and r.what == f"{impl} apply ({c})")
+                ratio = mine.seconds / best.seconds
+                verdict = ("MET" if ratio <= 1.5 else "NOT MET") if impl == "pybuild" else ""
+                print(f"  {dataset:<22} {impl:>8} apply({c:<4}) {mine.mbps:7.1f} MB/s / {best.what:<28}"
+                      f" {best.mbps:7.1f} MB/s = {ratio:5.2f} {verdict}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", help="work directory (default: a temporary dir under /var/tmp)")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each creation figure (best kept)")
+    parser.add_argument("--apply-repeat", type=int, default=7, help="runs of each extraction figure (median kept)")
     parser.add_argument("--rss-gib", type=int, default=1)
     parser.add_argument("--skip-rss", action="store_true")
-    parser.add_argument("--extract-dir", help="where layers are extracted (default: the work dir); "
-                        "e.g. /dev/shm to take a busy disk out of the comparison")
+    parser.add_argument("--only-apply", action="store_true", help="skip the creation figures")
+    parser.add_argument("--extract-dir", action="append", default=[],
+                        help="where layers are extracted (repeatable; default: the work dir), "
+                             "e.g. /dev/shm and a disk directory")
+    parser.add_argument("--datasets", default="small-files,big-files", help="which datasets (comma-separated)")
+    parser.add_argument("--baseline", help="another checkout's root (holding builder/) to measure beside this one")
     args = parser.parse_args()
     for tool in ("tar", "gzip", "pigz", "zstd", "sha256sum"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed; run .ci/install")
+    impls = {"pybuild": REPO}
+    if args.baseline:
+        if not (Path(args.baseline) / "builder" / "image" / "layer_apply.py").exists():
+            raise SystemExit(f"--baseline {args.baseline}: no builder/image/layer_apply.py there")
+        impls["baseline"] = str(Path(args.baseline).resolve())
 
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-layers-", dir="/var/tmp"))
     base.mkdir(parents=True, exist_ok=True)
+    extract_dirs = [Path(d) for d in args.extract_dir] or [base]
     try:
         print(f"cpus: {len(os.sched_getaffinity(0))}, python {sys.version.split()[0]}, work dir {base}, "
-              f"extracting in {args.extract_dir or base}, load average {os.getloadavg()[0]:.2f}")
-        small, big = base / "small", base / "big"
-        make_small(small)
-        make_big(big)
+              f"extracting in {', '.join(f'{d} ({filesystem_of(d)})' for d in extract_dirs)}, "
+              f"load average {os.getloadavg()[0]:.2f}")
+        datasets = {"small-files": (base / "small", make_small), "big-files": (base / "big", make_big)}
+        chosen = args.datasets.split(",")
+        if not set(chosen) <= set(datasets):
+            raise SystemExit(f"--datasets: choose among {', '.join(datasets)}")
         rows = []
-        for name, src in (("small-files", small), ("big-files", big)):
+        for name in chosen:
+            src, make = datasets[name]
+            make(src)
             work = base / f"work-{name}"
             work.mkdir()
-            rows += measure_dataset(name, src, work, args.repeat, Path(args.extract_dir) if args.extract_dir else work)
+            created, blobs = measure_dataset(name, src, work, args.repeat, args.only_apply)
+            rows += created
+            for extract_dir in extract_dirs:
+                rows += measure_extraction(name, content_bytes(src), blobs, extract_dir, args.apply_repeat, impls)
             shutil.rmtree(work)
         print()
         print_rows(rows)
         goals(rows)
+        apply_goals(rows, list(impls))
+        print(f"load average at the end {os.getloadavg()[0]:.2f}")
         if not args.skip_rss:
             print("\npeak RSS (fresh subprocess each, its VmHWM):")
             work = base / "rss"

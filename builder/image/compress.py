@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import io
 import os
-from typing import BinaryIO
+import queue
+import threading
+from typing import Any, BinaryIO, Callable, Iterator
 
 from builder.image import mediatypes as mt
 from builder.image.errors import LayerError, UnsupportedMediaTypeError
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BZIP2_MAGIC = b"BZh"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+# Not layer compressions (no OCI media type), but ADD extracts such archives: sniffed only.
+BZIP2 = "bzip2"
+XZ = "xz"
 
 DEFAULT_LEVELS = {mt.GZIP: 1, mt.ZSTD: 3}
 BLOCK_SIZE = 1 << 20
+_INPUT_SIZE = 1 << 16  # compressed bytes per codec call: keeps each call short
 
 
 def cpu_count() -> int:
@@ -93,20 +101,200 @@ def compressor(target: BinaryIO, compression: str, level: int | None = None,
 
 
 def decompressor(source: BinaryIO, compression: str) -> BinaryIO:
-    """A readable stream of ``source`` decompressed; gzip inflates on a helper thread."""
+    """A readable stream of ``source`` decompressed on a helper thread, a few MiB ahead.
+
+    The codecs release the GIL while they inflate, so a consumer parsing the
+    output on the calling thread runs in parallel with them. Output is produced
+    in bounded pieces: a decompression bomb never grows memory. ``close()``
+    stops the helper; ``source`` stays open.
+    """
     if compression == mt.UNCOMPRESSED:
         return source
-    if compression == mt.GZIP:
-        from isal import igzip_threaded
+    if compression not in _INFLATERS:
+        raise UnsupportedMediaTypeError(
+            f"unknown compression {compression!r}: expected one of {', '.join(mt.COMPRESSIONS)}")
+    return ReadAhead(_INFLATERS[compression](source))
 
-        return igzip_threaded.open(source, "rb", threads=1, block_size=BLOCK_SIZE)
-    if compression == mt.ZSTD:
-        import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(
-            source, read_size=BLOCK_SIZE, read_across_frames=True, closefd=False)
-    raise UnsupportedMediaTypeError(
-        f"unknown compression {compression!r}: expected one of {', '.join(mt.COMPRESSIONS)}")
+def read_ahead(source: BinaryIO) -> BinaryIO:
+    """``source`` read on a helper thread (file reads, and whatever a wrapper does per read)."""
+    return ReadAhead(_chunks(source))
+
+
+def _chunks(source: BinaryIO) -> Iterator[bytes]:
+    while data := source.read(BLOCK_SIZE):
+        yield data
+
+
+def _gzip_chunks(source: BinaryIO) -> Iterator[bytes]:
+    """Inflate gzip members back to back (pigz and others may write several); ISA-L when present."""
+    try:
+        from isal import isal_zlib as zlib_
+    except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
+        import zlib as zlib_
+    yield from _members(source, lambda: zlib_.decompressobj(wbits=31), GZIP_MAGIC, "gzip", zlib_style=True)
+
+
+def _bzip2_chunks(source: BinaryIO) -> Iterator[bytes]:
+    import bz2
+
+    yield from _members(source, bz2.BZ2Decompressor, b"BZh", "bzip2")
+
+
+def _xz_chunks(source: BinaryIO) -> Iterator[bytes]:
+    import lzma
+
+    yield from _members(source, lzma.LZMADecompressor, XZ_MAGIC, "xz")
+
+
+def _members(source: BinaryIO, new: Callable[[], Any], magic: bytes, what: str, *,
+             zlib_style: bool = False) -> Iterator[bytes]:
+    """Decompress concatenated streams of one codec into pieces of about ``BLOCK_SIZE``.
+
+    Each codec call's output is bounded, so memory stays bounded whatever the
+    compression ratio. Trailing zero bytes (tape-style padding) are ignored, as
+    gzip(1) does; other trailing bytes and a stream cut short are errors.
+    """
+    dec = new()
+    pending = b""
+    batch: list[bytes] = []  # pieces are handed over in blocks: each one costs a thread switch
+    batched = 0
+    while True:
+        if not pending:
+            pending = source.read(_INPUT_SIZE)
+            if not pending:
+                if dec is not None:
+                    raise EOFError(f"{what} stream ends before the end-of-stream marker")
+                if batch:
+                    yield b"".join(batch)
+                return
+        if dec is None:  # between streams
+            if not pending.strip(b"\0"):
+                pending = b""
+                continue
+            if not pending.startswith(magic[:len(pending)]):
+                raise ValueError(f"trailing data after the {what} stream")
+            dec = new()
+        while True:
+            out = dec.decompress(pending, BLOCK_SIZE)
+            if out:
+                batch.append(out)
+                batched += len(out)
+                if batched >= BLOCK_SIZE:
+                    yield b"".join(batch) if len(batch) > 1 else batch[0]
+                    batch, batched = [], 0
+            if dec.eof:
+                break
+            if zlib_style:
+                # Input the bounded call left over; a full output may also hide more to come.
+                pending = dec.unconsumed_tail
+                if not pending and len(out) < BLOCK_SIZE:
+                    break
+            else:
+                pending = b""  # bz2/lzma keep unused input themselves
+                if dec.needs_input:
+                    break
+        if dec.eof:
+            pending = dec.unused_data  # the next stream, padding or junk
+            dec = None
+
+
+def _zstd_chunks(source: BinaryIO) -> Iterator[bytes]:
+    import zstandard
+
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        source, read_size=_INPUT_SIZE, read_across_frames=True, closefd=False)
+    while data := reader.read(BLOCK_SIZE):
+        yield data
+
+
+_INFLATERS: dict[str, Callable[[BinaryIO], Iterator[bytes]]] = {
+    mt.GZIP: _gzip_chunks, mt.ZSTD: _zstd_chunks, BZIP2: _bzip2_chunks, XZ: _xz_chunks,
+}
+
+
+def _read_ahead(chunks: Iterator[bytes], out: queue.Queue, stop: threading.Event) -> None:
+    """The helper thread of ``ReadAhead``: every piece, then b"" (or the failure), unless stopped."""
+    def put(item: bytes | BaseException) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for data in chunks:
+            if not put(data):
+                return
+        last: bytes | BaseException = b""
+    except BaseException as exc:  # re-raised on the reading thread
+        last = exc
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    put(last)
+
+
+class ReadAhead(io.RawIOBase):
+    """Bytes from ``chunks`` (a generator run on a helper thread), at most ``depth`` pieces ahead.
+
+    A failure on the helper is raised by the next ``read``. ``close()`` stops and
+    joins the helper, so nothing touches the underlying stream after it.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], depth: int = 4) -> None:
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._pending = b""
+        self._offset = 0
+        self._done = False
+        # The helper holds no reference to self: an abandoned reader is collected, and closed.
+        self._thread = threading.Thread(target=_read_ahead, args=(chunks, self._queue, self._stop),
+                                        name="layer-read-ahead", daemon=True)
+        self._thread.start()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(BLOCK_SIZE), b""))
+        if self._offset >= len(self._pending):
+            if self._done or n == 0:
+                return b""
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            if not item:
+                self._done = True
+                return b""
+            self._pending, self._offset = item, 0
+        if self._offset == 0 and n >= len(self._pending):
+            out, self._pending = self._pending, b""
+            return out
+        out = self._pending[self._offset:self._offset + n]
+        self._offset += len(out)
+        return out
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stop.set()
+            while self._thread.is_alive():
+                try:  # unblock a helper waiting for room in the queue
+                    self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            self._thread.join()
+        super().close()
 
 
 def detect_compression(head: bytes) -> str:
@@ -115,15 +303,22 @@ def detect_compression(head: bytes) -> str:
         return mt.GZIP
     if head.startswith(ZSTD_MAGIC):
         return mt.ZSTD
+    if head.startswith(BZIP2_MAGIC):
+        return BZIP2
+    if head.startswith(XZ_MAGIC):
+        return XZ
     return mt.UNCOMPRESSED
+
+
+_SNIFF = len(XZ_MAGIC)  # the longest magic
 
 
 def open_layer_stream(source: BinaryIO, media_type: str | None) -> BinaryIO:
     """Decompressed tar bytes of a layer blob, by media type (or sniffed when it is None)."""
     if media_type is None:
-        head = source.read(4)
-        while 0 < len(head) < 4:  # short reads from pipes and sockets
-            more = source.read(4 - len(head))
+        head = source.read(_SNIFF)
+        while 0 < len(head) < _SNIFF:  # short reads from pipes and sockets
+            more = source.read(_SNIFF - len(head))
             if not more:
                 break
             head += more
@@ -141,13 +336,19 @@ class _Prepended(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def read(self, n: int = -1) -> bytes:
+        if not self._head:
+            return self._source.read(n)
+        head, self._head = self._head, b""
+        if n is None or n < 0:
+            return head + self._source.read()
+        if n <= len(head):
+            self._head = head[n:]
+            return head[:n]
+        return head + self._source.read(n - len(head))
+
     def readinto(self, buffer) -> int:
-        if self._head:
-            n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._source.read(len(buffer))
+        data = self.read(len(buffer))
         buffer[:len(data)] = data
         return len(data)
 

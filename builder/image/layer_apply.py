@@ -11,35 +11,79 @@ Containment rules (a layer is untrusted input):
   followed by ``evil/passwd`` writes ``TARGET/etc/passwd``;
 * the final component is never followed: whatever is there is removed and
   the new entry created with ``O_EXCL|O_NOFOLLOW``;
+* no path, named or reached through symlinks, goes deeper than ``MAX_DEPTH``
+  directories below the target (deeper trees break path syscalls and removal);
 * sparse members, unknown entry types and overlay xattrs are refused or
-  dropped; device nodes are created only when permitted.
+  dropped; device nodes are created only when permitted;
+* run as an unprivileged user, ownership is not restored, device nodes are
+  skipped and set-user/group-ID bits are dropped from files (an unprivileged
+  copy of a set-ID program would hand its owner's rights to whoever runs it),
+  with one warning line per layer;
+* a layer may write at most ``ExtractLimits.max_bytes`` of file content and
+  hold ``max_entries`` entries (decompression bombs); content is streamed, so
+  memory stays bounded whatever the sizes.
 
 Whiteouts (``.wh.NAME``) delete from lower layers; an opaque marker
 (``.wh..wh..opq``) empties a directory of lower content. Entries of the layer
 being applied are never removed by its own whiteouts, wherever they appear.
+
+Speed: extraction of small-file trees is bound by per-entry work, so a regular
+file below an already-resolved directory takes a short path (create, one
+write, mtime, close); decompression and reading run on a helper thread.
 """
 from __future__ import annotations
 
 import errno
+import io
 import os
-import queue
 import shutil
 import stat
-import threading
-from dataclasses import dataclass
-from typing import BinaryIO
+import sys
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable
 
-from builder.image.compress import open_layer_stream
+from builder.image.compress import ReadAhead, open_layer_stream, read_ahead
 from builder.image.errors import LayerError
 from builder.image.layer_writer import OPAQUE_MARKER, OVERLAY_XATTR_PREFIXES, WHITEOUT_PREFIX
 from builder.image import tarreader as tr
-from builder.image.tarreader import MemberContent, TarMember, read_members
+from builder.image.tarreader import TarMember, TarReader
 
 MAX_NAME_BYTES = 4096
 MAX_DEPTH = 256          # deeper trees break path-based syscalls and recursive removal
 MAX_SYMLINK_HOPS = 40    # as the kernel's MAXSYMLINKS
-_SMALL_FILE = 1 << 20    # files up to this size are finished on the helper thread
-_PENDING_FILES = 32      # bounds the helper's queue: memory and open descriptors
+_SETID = stat.S_ISUID | stat.S_ISGID
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+MAX_BYTES_ENV = "PYBUILD_MAX_EXTRACT_BYTES"
+MAX_ENTRIES_ENV = "PYBUILD_MAX_EXTRACT_ENTRIES"
+DEFAULT_MAX_BYTES = 64 << 30
+DEFAULT_MAX_ENTRIES = 4_000_000
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """Caps on what one layer (or ADDed archive) may extract: a bomb fails with a clear error."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES      # file content, summed over the archive
+    max_entries: int = DEFAULT_MAX_ENTRIES  # members of any type
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ExtractLimits:
+        """Defaults, overridden by $PYBUILD_MAX_EXTRACT_BYTES (e.g. 512M, 100G) and _ENTRIES."""
+        env = os.environ if environ is None else environ
+        return cls(_size_setting(env, MAX_BYTES_ENV, DEFAULT_MAX_BYTES),
+                   _size_setting(env, MAX_ENTRIES_ENV, DEFAULT_MAX_ENTRIES))
+
+
+def _size_setting(env, name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1:].upper(), 1)
+    digits = text[:-1] if scale > 1 else text
+    if not digits.isdigit():
+        raise LayerError(f"${name}={text!r} is not a number (optionally with K, M, G or T)")
+    return int(digits) * scale
 
 
 @dataclass
@@ -51,35 +95,77 @@ class ApplyStats:
     whiteouts: int = 0
     skipped_devices: int = 0
     skipped_xattrs: int = 0
+    dropped_setid: int = 0
+    skipped_names: list[str] = field(default_factory=list)  # first few devices / set-ID files, for warnings
 
 
 def apply_layer(blob: BinaryIO, target: str | os.PathLike, media_type: str | None = None, *,
-                same_owner: bool | None = None, devices: bool | None = None) -> ApplyStats:
+                same_owner: bool | None = None, devices: bool | None = None,
+                limits: ExtractLimits | None = None,
+                warn: Callable[[str], None] | None = None) -> ApplyStats:
     """Extract the layer ``blob`` (of ``media_type``; sniffed when None) onto ``target``.
 
     ``same_owner`` (default: when running as root) restores uid/gid;
     ``devices`` (default: when running as root) creates device nodes, which are
-    otherwise skipped and counted. Raises ``LayerError`` on unsafe or corrupt input;
-    what was extracted before the error stays (apply to a scratch dir to be atomic).
+    otherwise skipped and counted. Not as root, set-ID bits are dropped too; what
+    was skipped is reported through ``warn`` (default: one line on stderr).
+    ``limits`` defaults to ``ExtractLimits.from_env()``. Raises ``LayerError`` on
+    unsafe or corrupt input, or when a limit is reached; what was extracted
+    before the error stays (apply to a scratch dir to be atomic).
     """
     root = os.path.realpath(os.fspath(target))
     if not os.path.isdir(root):
         raise LayerError(f"cannot apply layer: {os.fspath(target)!r} is not a directory")
     is_root = os.geteuid() == 0
     applier = _Applier(root, is_root if same_owner is None else same_owner,
-                       is_root if devices is None else devices)
+                       is_root if devices is None else devices, keep_setid=is_root,
+                       limits=limits or ExtractLimits.from_env())
+    stream = None
     try:
         stream = open_layer_stream(blob, media_type)
+        # Compressed streams inflate on their own thread; read anything else on one too
+        # (file reads, and whatever the caller's stream does per read, such as hashing).
+        source = stream if isinstance(stream, (ReadAhead, io.BufferedReader, io.FileIO, io.BytesIO)) else read_ahead(stream)
         try:
-            applier.run(_CheckedReader(stream))
+            applier.run(_CheckedReader(source))
         finally:
-            if stream is not blob:
-                stream.close()
+            if source is not stream:
+                source.close()
     except OSError as exc:
-        raise LayerError(f"cannot apply layer: {exc}") from None
+        raise LayerError(f"cannot apply layer: {_one_line(exc)}") from None
     except (OverflowError, ValueError) as exc:  # e.g. an mtime beyond what the filesystem holds
         raise LayerError(f"cannot apply layer: {exc}") from None
-    return applier.stats
+    finally:
+        if stream is not None and stream is not blob:
+            stream.close()
+    stats = applier.stats
+    if stats.skipped_devices or stats.dropped_setid:
+        (warn or _stderr_warning)(_skipped_message(stats))
+    return stats
+
+
+def _skipped_message(stats: ApplyStats) -> str:
+    parts = []
+    if stats.skipped_devices:
+        parts.append(f"skipped {stats.skipped_devices} device node(s)")
+    if stats.dropped_setid:
+        parts.append(f"dropped set-user/group-ID bits of {stats.dropped_setid} file(s)")
+    names = ", ".join(repr(n) for n in stats.skipped_names)
+    more = ", ..." if stats.skipped_devices + stats.dropped_setid > len(stats.skipped_names) else ""
+    return f"layer: {' and '.join(parts)} (not running as root): {names}{more}"
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _one_line(exc: OSError) -> str:
+    """An OSError as one line of bounded length (paths may be long or hold newlines)."""
+    text = exc.strerror or str(exc)
+    if exc.filename is not None:
+        name = os.fsdecode(exc.filename)
+        text += f": {name[:200]!r}" + ("..." if len(name) > 200 else "")
+    return text
 
 
 class _CheckedReader:
@@ -91,8 +177,10 @@ class _CheckedReader:
     def read(self, n: int) -> bytes:
         try:
             return self._stream.read(n)
+        except LayerError:
+            raise
         except Exception as exc:  # codecs raise their own types (IsalError, ZstdError, EOFError, ...)
-            raise LayerError(f"layer data is corrupt: {exc or type(exc).__name__}") from None
+            raise LayerError(f"layer data is corrupt: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def clean_name(name: str) -> str:
@@ -117,12 +205,18 @@ def clean_name(name: str) -> str:
 
 
 class _Applier:
-    def __init__(self, root: str, same_owner: bool, devices: bool) -> None:
+    def __init__(self, root: str, same_owner: bool, devices: bool, keep_setid: bool,
+                 limits: ExtractLimits) -> None:
         self.root = root
         self.same_owner = same_owner
         self.devices = devices
+        self.keep_setid = keep_setid
+        self.limits = limits
         self.stats = ApplyStats()
-        self.dirs: dict[str, str] = {"": root}   # relative parent → real path, resolved in scope
+        self.dirs: dict[str, str] = {"": root}   # relative dir → real path, resolved in scope
+        # A member name's literal parent part → (clean relative dir, real path): the short path.
+        self.parents: dict[str, tuple[str, str]] = {"": ("", root)}
+        self.depth: dict[str, int] = {root: 0}   # real path → levels below the root
         self.created: set[str] = set()           # entries of this layer (whiteouts spare them)
         self.dir_meta: list[tuple[str, int, int]] = []  # (path, mode, mtime), set at the end
         self.opaque: list[str] = []
@@ -132,21 +226,102 @@ class _Applier:
         self.setgid_dirs: set[str] = set()
 
     def run(self, stream: BinaryIO) -> None:
-        self.finisher = _FileFinisher()
+        reader = TarReader(stream)
+        self.entries = self.bytes = 0
         try:
-            for member, content in read_members(stream):
-                self.stats.entries += 1
-                self._member(member, content)
+            self._extract(reader)
         finally:
-            self.stats.skipped_xattrs += self.finisher.close()
+            self.stats.entries, self.stats.bytes = self.entries, self.bytes
         for rel in self.opaque:
             self._apply_opaque(rel)
         # Directory modes and mtimes last: a read-only directory must still take its
         # children, and creating them changed the mtime.
         for path, mode, mtime in reversed(self.dir_meta):
-            if os.path.isdir(path) and not os.path.islink(path):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:  # removed by a later entry or whiteout
+                continue
+            if stat.S_ISDIR(st.st_mode):
                 os.chmod(path, mode)
                 os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+    def _extract(self, reader: TarReader) -> None:
+        """Every member in order; regular files under known directories take the short path.
+
+        The short path does what ``_member``/``_regular`` would, minus the lookups it
+        can skip: the parent is found by the name's literal parent part in
+        ``self.parents``, filled by the careful path and by directory entries.
+        """
+        max_entries, max_bytes = self.limits.max_entries, self.limits.max_bytes
+        parents, created_add, member = self.parents, self.created.add, self._member
+        same_owner, setgid_dirs = self.same_owner, self.setgid_dirs
+        my_uid, my_gid = self.ids
+        # Mode bits the kernel would not set from open()'s mode: the umask, and set-ID/sticky.
+        chmod_bits = 0o7000 | self.umask
+        drop_setid = 0 if self.keep_setid else _SETID
+        open_, write, utime, close, fchown, fchmod = os.open, os.write, os.utime, os.close, os.fchown, os.fchmod
+        create = _CREATE
+        REGULAR = tr.REGULAR
+        entries, total = self.entries, self.bytes
+        try:
+            for m in reader:
+                entries += 1
+                if entries > max_entries:
+                    raise LayerError(f"refusing layer entry {m.name!r}: more than {max_entries} entries "
+                                     f"(the limit; set ${MAX_ENTRIES_ENV} to raise it)")
+                data = m.data
+                name = m.name
+                raw_parent, _, base = name.rpartition("/")
+                known = parents.get(raw_parent)
+                if (known is None or m.type != REGULAR or data is None or m.xattrs or not base
+                        or base[0] == "." and (base in (".", "..") or base.startswith(WHITEOUT_PREFIX))):
+                    self.entries, self.bytes = entries, total
+                    member(m, reader)
+                    total = self.bytes
+                    continue
+                # The short path: a small regular file below a directory already resolved.
+                total += m.size
+                if total > max_bytes:
+                    self._too_big(m)
+                rel_parent, parent = known
+                rel = name if rel_parent == raw_parent else (f"{rel_parent}/{base}" if rel_parent else base)
+                mode = m.mode & 0o7777
+                if mode & drop_setid:
+                    mode = self._drop_setid(m, mode)
+                path = f"{parent}/{base}"
+                created_add(rel)
+                try:
+                    fd = open_(path, create, mode & 0o777)
+                except FileExistsError:  # replacing a lower layer's entry (of any type)
+                    self._remove(path)
+                    fd = open_(path, create, mode & 0o777)
+                try:
+                    if data:
+                        done = write(fd, data)
+                        if done < len(data):
+                            _write_all(fd, memoryview(data)[done:])
+                    if same_owner and (m.uid != my_uid or m.gid != my_gid or parent in setgid_dirs):
+                        fchown(fd, m.uid, m.gid)
+                    if mode & chmod_bits:  # after chown, which clears set-ID bits
+                        fchmod(fd, mode)
+                    utime(fd, (m.mtime, m.mtime))
+                finally:
+                    close(fd)
+        finally:
+            self.entries, self.bytes = entries, total
+
+    def _too_big(self, m: TarMember) -> None:
+        raise LayerError(f"refusing layer entry {m.name!r}: the layer's files exceed "
+                         f"{_human(self.limits.max_bytes)} (the limit; set ${MAX_BYTES_ENV} to raise it)")
+
+    def _drop_setid(self, m: TarMember, mode: int) -> int:
+        self.stats.dropped_setid += 1
+        self._note_skipped(m.name)
+        return mode & ~_SETID
+
+    def _note_skipped(self, name: str) -> None:
+        if len(self.stats.skipped_names) < 5:
+            self.stats.skipped_names.append(name)
 
     # -- resolving paths inside the root
 
@@ -166,6 +341,9 @@ class _Applier:
                 if real:
                     real.pop()  # never above the root, as in a chroot
                 continue
+            if len(real) >= MAX_DEPTH:
+                raise LayerError(f"refusing layer entry under {rel[:60]!r}: it resolves deeper than "
+                                 f"{MAX_DEPTH} levels")
             path = os.path.join(self.root, *real, comp)
             try:
                 st = os.lstat(path)
@@ -191,14 +369,21 @@ class _Applier:
             real.append(comp)
         resolved = os.path.join(self.root, *real)
         self.dirs[rel] = resolved
+        self.depth[resolved] = len(real)
         if os.stat(resolved).st_mode & stat.S_ISGID:  # new files would take the directory's group
             self.setgid_dirs.add(resolved)
         return resolved
 
     def _forget_dirs(self) -> None:
         """A directory or symlink was removed or replaced: resolved parents may be stale."""
-        self.dirs = {"": self.root}
-        self.setgid_dirs = set()
+        # Emptied in place: the short path in _extract holds these objects.
+        self.dirs.clear()
+        self.dirs[""] = self.root
+        self.parents.clear()
+        self.parents[""] = ("", self.root)
+        self.depth.clear()
+        self.depth[self.root] = 0
+        self.setgid_dirs.clear()
 
     def _remove(self, path: str) -> None:
         try:
@@ -215,7 +400,7 @@ class _Applier:
 
     # -- entries
 
-    def _member(self, m: TarMember, content: MemberContent) -> None:
+    def _member(self, m: TarMember, reader: TarReader) -> None:
         rel = clean_name(m.name)
         if not rel:
             return  # the root itself: the target's own metadata is not the layer's to change
@@ -226,10 +411,13 @@ class _Applier:
         parent = self._dir(parent_rel, create=True)
         path = f"{parent}/{base}"
         self.created.add(rel)
+        raw_parent, _, raw_base = m.name.rpartition("/")
+        if raw_base == base:  # the name's parent part cleans to parent_rel
+            self.parents[raw_parent] = (parent_rel, parent)
         if m.type == tr.DIRECTORY:
-            self._directory(path, m)
+            self._directory(rel, parent, path, m)
         elif m.type == tr.REGULAR:
-            self._regular(path, parent, m, content)
+            self._regular(path, parent, m, reader)
         elif m.type == tr.SYMLINK:
             self._remove(path)
             os.symlink(m.linkname, path)
@@ -240,43 +428,54 @@ class _Applier:
         else:
             self._special(path, m)
 
-    def _directory(self, path: str, m: TarMember) -> None:
+    def _directory(self, rel: str, parent: str, path: str, m: TarMember) -> None:
+        depth = self.depth.get(parent, MAX_DEPTH) + 1
+        if depth > MAX_DEPTH:
+            raise LayerError(f"refusing layer entry {m.name[:60]!r}: it resolves deeper than {MAX_DEPTH} levels")
         try:
-            st = os.lstat(path)
-            keep = stat.S_ISDIR(st.st_mode)
-        except FileNotFoundError:
-            keep = False
-        if not keep:
-            self._remove(path)
             os.mkdir(path, 0o700)
+            setgid = parent in self.setgid_dirs  # a new directory inherits set-group-ID
+        except FileExistsError:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode):
+                self._remove(path)
+                os.mkdir(path, 0o700)
+                setgid = parent in self.setgid_dirs
+            else:
+                setgid = bool(st.st_mode & stat.S_ISGID)
         self._owner(path, m)
         self._xattrs(path, m)
         self.dir_meta.append((path, m.mode & 0o7777, int(m.mtime)))
+        # A real directory now: entries below it resolve without looking again.
+        self.dirs[rel] = path
+        self.parents[rel] = (rel, path)
+        self.depth[path] = depth
+        if setgid:
+            self.setgid_dirs.add(path)
 
-    def _regular(self, path: str, parent: str, m: TarMember, content: MemberContent) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    def _regular(self, path: str, parent: str, m: TarMember, reader: TarReader) -> None:
+        if self.bytes + m.size > self.limits.max_bytes:
+            self._too_big(m)
+        self.bytes += m.size
         mode = m.mode & 0o7777
+        if mode & _SETID and not self.keep_setid:
+            mode = self._drop_setid(m, mode)
         try:
-            fd = os.open(path, flags, mode & 0o777)
+            fd = os.open(path, _CREATE, mode & 0o777)
         except FileExistsError:  # replacing a lower layer's entry (of any type)
             self._remove(path)
-            fd = os.open(path, flags, mode & 0o777)
-        chown = (m.uid, m.gid) if self.same_owner and ((m.uid, m.gid) != self.ids or parent in self.setgid_dirs) else None
-        chmod = mode if mode & 0o7000 or mode & self.umask else None
-        self.stats.bytes += m.size
-        if m.size <= _SMALL_FILE:
-            # The name exists now, so later entries see it; data and metadata go through
-            # the descriptor on the helper thread, overlapping with parsing.
-            try:
-                data = content.read_all()
-            except BaseException:
-                os.close(fd)
-                raise
-            self.finisher.submit(_FileJob(fd, data, chown, chmod, m.xattrs, m.mtime))
-            return
+            fd = os.open(path, _CREATE, mode & 0o777)
         try:
-            content.copy_to(lambda view: _write_all(fd, view))
-            self.stats.skipped_xattrs += _finish_file(fd, chown, chmod, m.xattrs, m.mtime)
+            if m.data is not None:
+                _write_all(fd, memoryview(m.data))
+            else:
+                reader.copy_content(lambda view: _write_all(fd, view))
+            if self.same_owner and ((m.uid, m.gid) != self.ids or parent in self.setgid_dirs):
+                os.fchown(fd, m.uid, m.gid)
+            if mode & (0o7000 | self.umask):  # after chown, which clears set-ID bits
+                os.fchmod(fd, mode)
+            self._fd_xattrs(fd, m)
+            os.utime(fd, (m.mtime, m.mtime))
         finally:
             os.close(fd)
 
@@ -299,21 +498,28 @@ class _Applier:
 
     def _special(self, path: str, m: TarMember) -> None:
         self._remove(path)
+        mode = m.mode & 0o7777
+        if mode & _SETID and not self.keep_setid:
+            mode = self._drop_setid(m, mode)
         if m.type == tr.FIFO:
-            os.mkfifo(path, m.mode & 0o7777)
+            os.mkfifo(path, mode)
         else:
             if not self.devices:
-                self.stats.skipped_devices += 1
+                self._skip_device(m)
                 return
             kind = stat.S_IFCHR if m.type == tr.CHARDEV else stat.S_IFBLK
             try:
-                os.mknod(path, kind | (m.mode & 0o7777), os.makedev(m.devmajor, m.devminor))
+                os.mknod(path, kind | mode, os.makedev(m.devmajor, m.devminor))
             except PermissionError:  # e.g. inside a user namespace
-                self.stats.skipped_devices += 1
+                self._skip_device(m)
                 return
         self._owner(path, m)
-        os.chmod(path, m.mode & 0o7777)
+        os.chmod(path, mode)
         os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+
+    def _skip_device(self, m: TarMember) -> None:
+        self.stats.skipped_devices += 1
+        self._note_skipped(m.name)
 
     def _owner(self, path: str, m: TarMember) -> None:
         if self.same_owner:
@@ -325,6 +531,17 @@ class _Applier:
                 continue  # would let a layer steer overlayfs when used as a lower dir
             try:
                 os.setxattr(path, name, value, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES):
+                    raise
+                self.stats.skipped_xattrs += 1
+
+    def _fd_xattrs(self, fd: int, m: TarMember) -> None:
+        for name, value in m.xattrs.items():
+            if name.startswith(OVERLAY_XATTR_PREFIXES):
+                continue
+            try:
+                os.setxattr(fd, name, value)
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES):
                     raise
@@ -367,75 +584,11 @@ class _Applier:
                     stack.append((c_rel, c_path))
 
 
-@dataclass
-class _FileJob:
-    fd: int
-    data: bytes
-    chown: tuple[int, int] | None
-    chmod: int | None
-    xattrs: dict[str, bytes]
-    mtime: int
-
-
-def _finish_file(fd: int, chown: tuple[int, int] | None, chmod: int | None,
-                 xattrs: dict[str, bytes], mtime: int) -> int:
-    """Owner, mode (after chown, which clears set-id bits), xattrs, mtime; returns xattrs skipped."""
-    if chown is not None:
-        os.fchown(fd, *chown)
-    if chmod is not None:
-        os.fchmod(fd, chmod)
-    skipped = 0
-    for name, value in xattrs.items():
-        if name.startswith(OVERLAY_XATTR_PREFIXES):
-            continue
-        try:
-            os.setxattr(fd, name, value)
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES):
-                raise
-            skipped += 1
-    os.utime(fd, (mtime, mtime))
-    return skipped
-
-
-class _FileFinisher:
-    """Writes small files' content and metadata through their descriptors on one helper thread.
-
-    Only descriptor operations happen there; every change to names stays on the
-    calling thread, in archive order, so the helper cannot reorder anything visible.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.Queue[_FileJob | None] = queue.Queue(_PENDING_FILES)
-        self._error: BaseException | None = None
-        self._skipped = 0
-        self._thread = threading.Thread(target=self._work, name="layer-apply-files", daemon=True)
-        self._thread.start()
-
-    def submit(self, job: _FileJob) -> None:
-        if self._error is not None:
-            os.close(job.fd)
-            raise self._error
-        self._jobs.put(job)
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            try:
-                if self._error is None:
-                    _write_all(job.fd, memoryview(job.data))
-                    self._skipped += _finish_file(job.fd, job.chown, job.chmod, job.xattrs, job.mtime)
-            except BaseException as exc:  # reported on the calling thread
-                self._error = self._error or exc
-            finally:
-                os.close(job.fd)
-
-    def close(self) -> int:
-        """Wait for every pending file; re-raise the first failure; returns xattrs skipped."""
-        self._jobs.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._skipped
+def _human(n: int) -> str:
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
 
 
 def _current_umask() -> int:

@@ -13,6 +13,7 @@ import pytest
 from builder.image import mediatypes as mt
 from builder.image.errors import LayerError
 from builder.image.layer import apply_layer
+from builder.image.layer_apply import ExtractLimits
 
 from .image_helpers import entry, make_tar, snapshot
 
@@ -131,15 +132,46 @@ def test_sparse_file_claiming_a_terabyte_is_refused(sandbox):
         apply(gnu_sparse, target)
 
 
-def test_size_larger_than_the_data_is_a_truncation_error_not_a_disk_filler(sandbox):
-    target, _ = sandbox
+def claiming(size: int) -> bytes:
+    """A tar whose one member 'big' has a few bytes of data but a header claiming ``size``."""
     tar = bytearray(make_tar([(entry("big"), b"only a little data")]))
     info = entry("big")
-    info.size = 1 << 40
-    tar[:512] = info.tobuf(tarfile.GNU_FORMAT)[:512]  # header claims 1 TiB (base-256 size)
+    info.size = size
+    tar[:512] = info.tobuf(tarfile.GNU_FORMAT)[:512]  # base-256 size field when octal cannot hold it
+    return bytes(tar)
+
+
+def test_size_larger_than_the_data_is_a_truncation_error_not_a_disk_filler(sandbox):
+    target, _ = sandbox
     with pytest.raises(LayerError, match="truncated inside 'big'"):
-        apply(bytes(tar), target)
+        apply(claiming(16 << 30), target)  # 16 GiB: under the extraction limit
     assert (target / "big").stat().st_size < 10_240
+
+
+def test_size_over_the_extraction_limit_is_refused_before_writing(sandbox):
+    target, _ = sandbox
+    with pytest.raises(LayerError, match=r"refusing layer entry 'big': the layer's files exceed 64 GiB"):
+        apply(claiming(1 << 40), target)
+    assert not (target / "big").exists()
+    with pytest.raises(LayerError, match=r"exceed 1 MiB \(the limit; set \$PYBUILD_MAX_EXTRACT_BYTES"):
+        apply_layer(io.BytesIO(make_tar([(entry(f"f{i}"), bytes(300_000)) for i in range(5)])), target,
+                    mt.OCI_LAYER_TAR, limits=ExtractLimits(max_bytes=1 << 20))
+    assert sorted(p.name for p in target.iterdir()) == ["f0", "f1", "f2"]
+
+
+def test_entry_count_limit(sandbox):
+    target, _ = sandbox
+    with pytest.raises(LayerError, match=r"refusing layer entry 'f3': more than 3 entries"):
+        apply_layer(io.BytesIO(make_tar([(entry(f"f{i}"), b"") for i in range(5)])), target,
+                    mt.OCI_LAYER_TAR, limits=ExtractLimits(max_entries=3))
+
+
+def test_limits_from_the_environment():
+    assert ExtractLimits.from_env({}) == ExtractLimits()
+    assert ExtractLimits.from_env({"PYBUILD_MAX_EXTRACT_BYTES": "512M", "PYBUILD_MAX_EXTRACT_ENTRIES": "1000"}) == \
+        ExtractLimits(512 << 20, 1000)
+    with pytest.raises(LayerError, match=r"PYBUILD_MAX_EXTRACT_BYTES='lots' is not a number"):
+        ExtractLimits.from_env({"PYBUILD_MAX_EXTRACT_BYTES": "lots"})
 
 
 def test_huge_extended_header_is_refused(sandbox):
