@@ -12,6 +12,7 @@ not RUN/CMD/ENTRYPOINT/SHELL/HEALTHCHECK commands, which the shell sees).
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -149,6 +150,31 @@ def _group(result, meta: list[ArgInstruction], names: dict[str, int]) -> list[St
         else:
             stages[-1].instructions.append(instr)
     return stages
+
+
+def parse_trigger(expression: str, escape: str, filename: str, line: int) -> Instruction:
+    """One ONBUILD trigger from a base image's config, typed, reported at the FROM's ``line``.
+
+    The text comes from whoever made the image: it must be exactly one instruction, and not
+    FROM, MAINTAINER or ONBUILD (BuildKit's rules); anything else is a ``DockerfileError``.
+    """
+    prefix = "# escape=`\n" if escape == "`" else ""
+    try:
+        nodes = parse_dockerfile(prefix + "FROM scratch\n" + expression + "\n", filename).ast.children[1:]
+        if len(nodes) != 1:
+            raise DockerfileError(f"a trigger is one instruction, this is {len(nodes)}")
+        keyword = nodes[0].value.upper()
+        if keyword in ("FROM", "MAINTAINER", "ONBUILD"):
+            raise DockerfileError(f"{keyword} isn't allowed as an ONBUILD trigger")
+        with gc_paused():
+            instr = from_node(nodes[0])
+    except DockerfileError as exc:
+        shown = expression if len(expression) <= 60 else expression[:60] + "…"
+        raise DockerfileError(
+            f"invalid ONBUILD trigger {json.dumps(shown, ensure_ascii=False)} in the base image: {exc.message}",
+            line=line, filename=filename, hint="the base image's ONBUILD triggers run before this stage's "
+            "instructions; rebuild the base image or use another") from None
+    return dataclasses.replace(instr, line=line, end_line=line)
 
 
 # --- expansion ---------------------------------------------------------------

@@ -49,15 +49,9 @@ from builder.solver.state import HistoryEntry, StepState
 
 def parse_trigger(expression: str, df: Dockerfile, line: int) -> Instruction:
     """An ONBUILD trigger from a base image's config, typed (reported at the FROM's line)."""
-    from builder.frontend import parse
+    from builder.frontend.stages import parse_trigger as parse_one
 
-    text = ("# escape=`\n" if df.escape == "`" else "") + "FROM scratch\n" + expression + "\n"
-    try:
-        (instr,) = parse(text, df.filename).stages[0].instructions
-    except DockerfileError as exc:
-        raise DockerfileError(f"invalid ONBUILD trigger in the base image: {exc.message}", line=line,
-                              filename=df.filename) from None
-    return dataclasses.replace(instr, line=line, end_line=line)
+    return parse_one(expression, df.escape, df.filename, line)
 
 
 def rebase(parent: StepState, linked: StepState, key: str) -> StepState:

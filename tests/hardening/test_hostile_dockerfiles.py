@@ -27,6 +27,7 @@ from builder.frontend import DockerfileError, ExpansionScope, expand_from, parse
 from builder.frontend.dump import dump
 from builder.frontend.stages import PLATFORM_ARGS, unused_build_args
 from tests.hardening.conftest import cli_env, pybuild_cmd
+from tests.store.conftest import busybox_archive  # noqa: F401  (session fixture)
 
 # Failures about the file as a whole, which have no line to point at.
 FILE_LEVEL = ("no FROM instruction", "file with no instructions", "stage ")
@@ -367,3 +368,52 @@ def test_patterns_against_long_values_do_not_backtrack():
         text = f"FROM x\nARG A\nENV B={pattern}\n"
         t, accepted = cpu(text, {"A": "a" * 20_000})
         assert accepted and t < 5, (pattern, t)
+
+
+# --- ONBUILD triggers from a base image: Dockerfile text from someone else ---------------
+
+HOSTILE_TRIGGERS = {
+    "two-instructions": "RUN true\nRUN true",
+    "a-stage": "FROM busybox",
+    "empty": "",
+    "comment-only": "# nothing",
+    "nested-onbuild": "ONBUILD RUN true",
+    "unknown": "FROOM x",
+    "directive": "# escape=`",
+    "unterminated": "ENV A=${B",
+    "heredoc-unclosed": "RUN <<EOF",
+    "huge": "RUN " + "a" * 70_000,
+}
+
+
+@pytest.fixture(scope="module")
+def trigger_root(tmp_path_factory, busybox_archive):  # noqa: F811
+    """A store with busybox and one image per hostile ONBUILD trigger (``trigger-NAME``)."""
+    import dataclasses
+
+    from builder.exporter import load_archive
+    from builder.store.store import ContentStore
+
+    root = tmp_path_factory.mktemp("triggers") / "root"
+    with ContentStore(root) as store:
+        load_archive(store, busybox_archive)
+        base = store.get_image("busybox:latest")
+        for name, trigger in HOSTILE_TRIGGERS.items():
+            config = dataclasses.replace(base.config, config=dataclasses.replace(base.config.config,
+                                                                                  on_build=[trigger]))
+            store.put_image(config, list(base.manifest.layers), name=f"trigger-{name}:latest")
+    return root
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_TRIGGERS))
+def test_hostile_onbuild_trigger_in_base_image(tmp_path, trigger_root, name):
+    (tmp_path / "Dockerfile").write_text(f"FROM trigger-{name}\nRUN true\n")
+    proc = subprocess.run(pybuild_cmd("--root", trigger_root, "build", "--progress", "plain", tmp_path),
+                          capture_output=True, timeout=120, env=cli_env())
+    stderr = proc.stderr.decode("utf-8", "replace")
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
+    assert proc.returncode == 1, stderr
+    last = [line for line in stderr.splitlines() if line.startswith("error: ")][-1]
+    assert "Dockerfile:1" in last, last
+    if name != "unterminated":  # that one parses; its expansion fails
+        assert "invalid ONBUILD trigger" in last, last
