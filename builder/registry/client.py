@@ -28,6 +28,7 @@ from builder.registry.auth import repository_scope
 from builder.registry.errors import (
     RegistryError,
     RegistryUnreachableError,
+    TransferError,
     UnsupportedManifestError,
     VerificationError,
 )
@@ -145,7 +146,7 @@ class BlobReader(io.RawIOBase):
             self._resp.close()
         self._attempts -= 1
         if self._attempts <= 0:
-            raise RegistryUnreachableError(
+            raise TransferError(
                 f"downloading blob {self.digest[:19]} from {self._client.repository} failed: {why}"
             )
         log.debug("resuming blob %s at %d after %s", self.digest, self._offset, why)
@@ -231,7 +232,7 @@ class RepositoryClient:
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 # The body was cut: fetch the (small) manifest again.
                 if attempt + 1 >= attempts:
-                    raise RegistryUnreachableError(f"{what}: download failed ({type(exc).__name__})") from None
+                    raise TransferError(f"{what}: download failed ({type(exc).__name__})") from None
                 time.sleep(self.transport.options.retry.delay(attempt))
             finally:
                 resp.close()

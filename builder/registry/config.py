@@ -1,8 +1,11 @@
 """Registry settings beyond the command line: ``<state root>/registries.json``.
 
-    {"insecure-registries": ["registry.lan:5000"], "ca-cert": "/etc/ssl/private-ca.pem"}
+    {"insecure-registries": ["registry.lan:5000"], "ca-cert": "/etc/ssl/private-ca.pem",
+     "read-timeout": 30}
 
-(the key names follow docker's daemon.json). Flags add to what the file says.
+(the first two key names follow docker's daemon.json). Flags add to what the file says.
+``read-timeout`` (seconds, default 120) is how long a registry may send nothing before the
+request is retried (a stalled download resumes with ``Range``).
 """
 from __future__ import annotations
 
@@ -33,4 +36,8 @@ def load_registry_options(root: Path | None, insecure: list[str] = (), ca_cert: 
     ca = ca_cert or data.get("ca-cert")
     if ca is not None and not Path(ca).is_file():
         raise RegistryError(f"CA certificate {ca} not found")
-    return RegistryOptions(insecure_registries=frozenset([*listed, *insecure]), ca_cert=ca)
+    timeout = data.get("read-timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise RegistryError(f"{CONFIG_NAME}: 'read-timeout' must be a number of seconds above 0")
+    extra = {"read_timeout": float(timeout)} if timeout is not None else {}
+    return RegistryOptions(insecure_registries=frozenset([*listed, *insecure]), ca_cert=ca, **extra)

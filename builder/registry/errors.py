@@ -14,6 +14,12 @@ class RegistryUnreachableError(RegistryError):
     hint = "check the registry address; for a plain-http registry use --insecure-registry HOST"
 
 
+class TransferError(RegistryUnreachableError):
+    """The registry answered, but a download kept breaking off (after the retries were spent)."""
+
+    hint = "the registry (or a proxy in between) keeps cutting transfers short; retry later"
+
+
 class AuthenticationError(RegistryError):
     """The registry refused our credentials (or we had none)."""
 

@@ -8,13 +8,19 @@ Each request is forwarded to the upstream registry unless ``policy(method, path,
 - ``"lie-short"``: forward, send half the body with a Content-Length that matches it;
 - ``"corrupt"``: forward, flip a byte in the body (same length);
 - ``"reset"``: read the request, then close without answering;
-- ``"redirect"``: answer 307 to the same path on ``redirect_host``.
+- ``"redirect"``: answer 307 to the same path on ``redirect_host``;
+- ``"slow"``: forward, then trickle the body out in small pieces;
+- ``"stall"``: forward, send half the body, then hang for ``stall_seconds`` and cut the connection;
+- ``"corrupt-upload"``, ``"truncate-upload"``: flip a byte in / forward only half of the request
+  body (what a client uploads) before the registry sees it;
+- ``"slow-upload"``: read the request body slowly before forwarding it.
 """
 from __future__ import annotations
 
 import http.client
 import random
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -50,6 +56,7 @@ class FaultProxy:
         self.port = free_port()
         self.redirect_host: str | None = None
         self.retry_after = "0"
+        self.stall_seconds = 3.0
         self.log: list[tuple[str, str, str | None, dict]] = []
         self._count = 0
         self._lock = threading.Lock()
@@ -88,7 +95,9 @@ class FaultProxy:
             def log_message(self, *args) -> None:
                 pass
 
-            def _body(self) -> bytes:
+            def _body(self, slow: bool = False) -> bytes:
+                if slow:
+                    return self._slow_body()
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     parts = []
                     while True:
@@ -101,6 +110,15 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 return self.rfile.read(length) if length else b""
 
+            def _slow_body(self) -> bytes:
+                length = int(self.headers.get("Content-Length") or 0)
+                parts = []
+                while length > 0:
+                    parts.append(self.rfile.read(min(length, 64 << 10)))
+                    length -= len(parts[-1])
+                    time.sleep(0.005)
+                return b"".join(parts)
+
             def _simple(self, status: int, extra: dict | None = None) -> None:
                 self.send_response(status)
                 for k, v in (extra or {}).items():
@@ -109,8 +127,12 @@ class FaultProxy:
                 self.end_headers()
 
             def _handle(self) -> None:
-                body = self._body()
                 fault = proxy._next(self.command, self.path, dict(self.headers))
+                body = self._body(slow=fault == "slow-upload")
+                if fault == "corrupt-upload" and body:
+                    body = body[:-1] + bytes([body[-1] ^ 0xFF])
+                if fault == "truncate-upload" and len(body) > 1:
+                    body = body[: len(body) // 2]
                 if fault in ("500", "503"):
                     return self._simple(int(fault))
                 if fault == "429":
@@ -150,8 +172,23 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
+                if fault == "stall" and len(data) > 1:
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    time.sleep(proxy.stall_seconds)
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                if fault == "slow":
+                    for i in range(0, len(data), 16 << 10):
+                        self.wfile.write(data[i:i + (16 << 10)])
+                        self.wfile.flush()
+                        time.sleep(0.002)
+                    return
                 self.wfile.write(data)
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
