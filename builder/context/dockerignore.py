@@ -15,7 +15,9 @@ as in ``filepath.Match``.
 """
 from __future__ import annotations
 
+import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
@@ -282,15 +284,30 @@ class IgnoreMatcher:
 
 def find_ignore_file(context_dir: Path, dockerfile: Path | None = None) -> Path | None:
     """The ignore file that applies: ``<Dockerfile>.dockerignore`` beside the
-    Dockerfile first, then ``<context>/.dockerignore``; None if neither exists."""
+    Dockerfile first, then ``<context>/.dockerignore``; None if neither exists.
+
+    Each is looked up inside its own directory as if that were ``/`` (BuildKit reads them
+    from the Dockerfile's and the context's file trees): a symlink pointing out of it
+    does not lead anywhere, so no file outside the context is ever read as an ignore file.
+    Only a regular file counts (a FIFO would block the build).
+    """
     if dockerfile is not None:
-        beside = dockerfile.with_name(dockerfile.name + ".dockerignore")
-        if beside.is_file():
+        beside = _regular_inside(dockerfile.parent, dockerfile.name + ".dockerignore")
+        if beside is not None:
             return beside
-    default = context_dir / ".dockerignore"
-    if default.is_file():
-        return default
-    return None
+    return _regular_inside(context_dir, ".dockerignore")
+
+
+def _regular_inside(directory: Path, name: str) -> Path | None:
+    from builder.context.scoped import NotInRoot, resolve
+
+    try:
+        found = resolve(str(directory), [name], follow_last=True)
+    except (NotInRoot, ContextError, OSError):
+        return None
+    if not stat.S_ISREG(found.st.st_mode):
+        return None
+    return Path(directory, *found.parts)
 
 
 def load_ignore(context_dir: Path, dockerfile: Path | None = None) -> IgnoreMatcher:
@@ -299,7 +316,12 @@ def load_ignore(context_dir: Path, dockerfile: Path | None = None) -> IgnoreMatc
     if path is None:
         return IgnoreMatcher()
     try:
-        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+        # Resolved above to a regular file; opened without following a link swapped in since.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ContextError(f"{path} changed while being read; build again")
+            text = fh.read().decode("utf-8", errors="surrogateescape")
     except OSError as exc:
         raise ContextError(f"cannot read {path}: {exc.strerror or exc}") from None
     return IgnoreMatcher.from_text(text, str(path))

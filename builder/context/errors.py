@@ -11,11 +11,15 @@ class ContextError(PybuildError):
 class SourceNotFound(ContextError):
     """A COPY/ADD source names nothing visible in the context."""
 
-    def __init__(self, pattern: str, *, ignored: bool = False) -> None:
+    def __init__(self, pattern: str, *, ignored: bool = False, link: tuple[str, str] | None = None) -> None:
         # Docker's wording, so users recognise it: failed to compute cache key: "/x" not found
         super().__init__(f'failed to compute cache key: "{pattern}" not found')
         if ignored:
             self.hint = f"{pattern!r} is excluded by .dockerignore; remove it there to copy it"
+        elif link is not None:
+            path, target = link
+            self.hint = (f"/{path} is a symbolic link to {target!r}: COPY follows links only inside the "
+                         "build context, as if it were /, and nothing is there")
         else:
             self.hint = "paths are relative to the build context; check the name and the .dockerignore"
 

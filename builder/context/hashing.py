@@ -49,8 +49,14 @@ def _read_error(display: str, exc: OSError) -> ContextError:
     return err
 
 
-def hash_file(path: str, display: str) -> tuple[str, os.stat_result]:
-    """``("sha256:<hex>", stat)`` of one regular file, consistent against concurrent changes."""
+def hash_file(path: str, display: str, expect: os.stat_result | None = None) -> tuple[str, os.stat_result]:
+    """``("sha256:<hex>", stat)`` of one regular file, consistent against concurrent changes.
+
+    ``expect`` is the file's lstat from the walk that found it: the file opened must be that
+    one (same inode). ``O_NOFOLLOW`` guards only the last component; a directory on the way
+    swapped for a symlink to somewhere outside the context would lead elsewhere, and the
+    inode check catches that.
+    """
     for _ in range(_RETRIES):
         try:
             fd = os.open(path, _OPEN_FLAGS)
@@ -60,6 +66,8 @@ def hash_file(path: str, display: str) -> tuple[str, os.stat_result]:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
                 raise ContextError(f"{display!r} in the build context stopped being a regular file while being read")
+            if expect is not None and (before.st_ino, before.st_dev) != (expect.st_ino, expect.st_dev):
+                raise ContextError(f"{display!r} in the build context was replaced while being read; build again")
             if before.st_size < SMALL_FILE:
                 data = os.read(fd, before.st_size + 1)
                 if len(data) > before.st_size:  # it grew: take the rest too
@@ -121,12 +129,12 @@ class FileHasher:
         try:
             if len(big) > 1 and self.workers > 1:
                 pool = ThreadPoolExecutor(max_workers=min(self.workers, len(big)))
-                futures = [(i, pool.submit(hash_file, prefix + files[i][0], files[i][0])) for i in big]
+                futures = [(i, pool.submit(hash_file, prefix + files[i][0], files[i][0], files[i][1])) for i in big]
             else:
                 futures = []
                 small = big + small
             for i in small:
-                results[i] = hash_file(prefix + files[i][0], files[i][0])
+                results[i] = hash_file(prefix + files[i][0], files[i][0], files[i][1])
             for i, future in futures:
                 results[i] = future.result()
         finally:

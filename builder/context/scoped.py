@@ -18,7 +18,16 @@ MAX_SYMLINKS = 40  # Linux's limit (ELOOP)
 
 
 class NotInRoot(Exception):
-    """The path does not exist inside the root (or is hidden there)."""
+    """The path does not exist inside the root (or is hidden there).
+
+    ``link`` is the last symlink followed on the way, as ``(path, target)``, if any: the
+    usual reason a path that exists on the host is not found is a link pointing out.
+    """
+
+    def __init__(self, path: str, link: tuple[str, str] | None = None) -> None:
+        super().__init__(path)
+        self.path = path
+        self.link = link
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ def resolve(
     pending = list(reversed(parts))
     resolved: list[str] = []
     hops = 0
+    link: tuple[str, str] | None = None
     st = os.lstat(root)
     while pending:
         name = pending.pop()
@@ -59,24 +69,23 @@ def resolve(
                 st = os.lstat(os.path.join(root, *resolved)) if resolved else os.lstat(root)
             continue
         if not stat.S_ISDIR(st.st_mode):
-            raise NotInRoot("/".join(resolved + [name]))
+            raise NotInRoot("/".join(resolved + [name]), link)
         candidate = resolved + [name]
         try:
             cst = os.lstat(os.path.join(root, *candidate))
-        except FileNotFoundError:
-            raise NotInRoot("/".join(candidate)) from None
-        except NotADirectoryError:
-            raise NotInRoot("/".join(candidate)) from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotInRoot("/".join(candidate), link) from None
         except OSError as exc:
             raise ContextError(f"cannot read {'/'.join(candidate)!r} in the build context: {exc.strerror}") from None
         if stat.S_ISLNK(cst.st_mode) and (pending or follow_last):
             rel = "/".join(candidate)
             if hidden(rel):
-                raise NotInRoot(rel)
+                raise NotInRoot(rel, link)
             hops += 1
             if hops > MAX_SYMLINKS:
                 raise ContextError(f"too many levels of symbolic links resolving {rel!r} in the build context")
             target = os.readlink(os.path.join(root, *candidate))
+            link = (rel, target)
             if target.startswith("/"):
                 resolved = []
                 st = os.lstat(root)

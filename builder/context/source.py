@@ -390,8 +390,8 @@ class BuildContext:
     def _resolve_literal(self, parts: list[str], display: str) -> tuple[str, Resolved]:
         try:
             target = resolve(self._root, parts, follow_last=True, hidden=self._hidden_link)
-        except NotInRoot:
-            raise SourceNotFound(display) from None
+        except NotInRoot as exc:
+            raise SourceNotFound(display, link=exc.link) from None
         except OSError as exc:
             raise ContextError(f"cannot read {display!r} in the build context: {exc.strerror}") from None
         if not self._visible(target.rel, target.st):
@@ -449,8 +449,8 @@ class BuildContext:
                 # A matched symlink is followed like a named one, inside the root.
                 try:
                     target = resolve(self._root, real.split("/"), follow_last=True, hidden=self._hidden_link)
-                except NotInRoot:
-                    raise SourceNotFound("/" + shown) from None
+                except NotInRoot as exc:
+                    raise SourceNotFound("/" + shown, link=exc.link) from None
                 if not self._visible(target.rel, target.st):
                     raise SourceNotFound("/" + shown, ignored=True)
             else:
