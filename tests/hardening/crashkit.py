@@ -33,6 +33,15 @@ from tests.hardening.conftest import cli_env, pybuild_cmd, run_pybuild
 POLL = 0.002
 
 
+class AfterKillFailure(AssertionError):
+    """What a kill broke: ``kind`` is ``leak`` (a process or mount left), ``corruption``
+    (``system check`` failed) or ``rebuild`` (the rebuild failed or did not reuse finished steps)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class WatchedBuild:
     """``pybuild build --progress json`` as a subprocess whose events are read as they come."""
 
@@ -268,6 +277,21 @@ class PushScenario(Scenario):
         return None
 
 
+class RandomTimeScenario(Scenario):
+    """Killed after a random time (the soak's way to reach windows nobody thought of)."""
+
+    def __init__(self, base: Scenario, longest: float = 2.5) -> None:
+        super().__init__(f"random time ({base.name})", base.dockerfile, base.steps)
+        self.longest = longest
+
+    def arm(self, build, rng, ctx):
+        deadline = time.monotonic() + rng.uniform(0.0, self.longest)
+        return lambda: time.monotonic() >= deadline
+
+    def classify(self, build, ctx, before):
+        return f"after {build.steps_done()} finished step events"
+
+
 # ---------------------------------------------------------------- one kill, verified
 
 
@@ -305,22 +329,31 @@ def kill_once(scenario: Scenario, ctx: CrashContext, rng: random.Random, index: 
 def verify_after_kill(ctx: CrashContext, build: WatchedBuild, result: KillResult, args: list[str],
                       env: dict[str, str]) -> None:
     leaked = _wait_no_process_with(ctx.token)
-    assert not leaked, f"{result.scenario}: processes of the killed build still run: {leaked}"
+    if leaked:
+        raise AfterKillFailure("leak", f"{result.scenario}: processes of the killed build still run: {leaked}")
     check = run_pybuild("system", "check", root=ctx.root, env=env)
     result.check_output = check.stdout + check.stderr
-    assert check.returncode == 0, f"{result.scenario}: system check after the kill:\n{result.check_output}"
+    if check.returncode != 0:
+        raise AfterKillFailure("corruption", f"{result.scenario}: system check after the kill:\n{result.check_output}")
     mounts = _mounts_under(ctx.root)
-    assert not mounts, f"{result.scenario}: mounts of the killed build remain: {mounts}"
+    if mounts:
+        raise AfterKillFailure("leak", f"{result.scenario}: mounts of the killed build remain: {mounts}")
     rebuild = WatchedBuild(ctx.root, args, env)
     code = rebuild.finish()
-    assert code == 0, f"{result.scenario}: rebuild failed ({code}): {''.join(rebuild.stderr)[-2000:]}"
+    if code != 0:
+        raise AfterKillFailure("rebuild", f"{result.scenario}: rebuild failed ({code}): "
+                                          f"{''.join(rebuild.stderr)[-2000:]}")
     after = rebuild.finished()
     for label in result.finished_before:
-        assert after.get(label) == "CACHED", \
-            f"{result.scenario}: step {label!r} finished before the kill but was {after.get(label)} on rebuild"
+        if after.get(label) != "CACHED":
+            raise AfterKillFailure("rebuild", f"{result.scenario}: step {label!r} finished before the kill "
+                                              f"but was {after.get(label)} on rebuild")
     result.rebuild_cached = [label for label, status in after.items() if status == "CACHED"]
     if ctx.registry is not None:
-        _assert_registry_has(ctx)
+        try:
+            _assert_registry_has(ctx)
+        except AssertionError as exc:
+            raise AfterKillFailure("rebuild", f"{result.scenario}: after the rebuild's push: {exc}") from None
 
 
 # ---------------------------------------------------------------- helpers
