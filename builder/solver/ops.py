@@ -611,12 +611,13 @@ class BuildOps:
         network = "none" if instr.network == "none" or self.options.network == "none" else "host"
         tail: deque[str] = deque(maxlen=20)
         partial = {"out": b""}
+        redact = self._redactor()  # --secret values never reach logs, errors or the report
 
         def sink(data: bytes) -> None:
             text = partial["out"] + data
             *lines, partial["out"] = text.split(b"\n")
             for raw in lines:
-                line = raw.decode("utf-8", "replace")
+                line = (redact(raw) if redact else raw).decode("utf-8", "replace")
                 tail.append(line)
                 ctx.log(line)
 
@@ -626,7 +627,7 @@ class BuildOps:
             snap = snapper.prepare(dirs)
             cleanups = []
             try:
-                mounts = self._run_mounts(ctx, instr, cleanups)
+                mounts = self._run_mounts(ctx, instr, cleanups, spec.env)
                 if self._executor is None:
                     with self._context_lock:
                         if self._executor is None:
@@ -650,7 +651,8 @@ class BuildOps:
                     fn()
                 snapper.cleanup(snap)
 
-    def _run_mounts(self, ctx, instr: RunInstruction, cleanups: list) -> list:
+    def _run_mounts(self, ctx, instr: RunInstruction, cleanups: list, env: list[str]) -> list:
+        """The step's mounts, prepared; a secret mount with ``env=`` also adds to ``env``."""
         from builder.runtime.executor import RunMount
 
         out = []
@@ -663,9 +665,12 @@ class BuildOps:
                 data = self._secret(m)
                 if data is None:
                     continue
-                out.append(RunMount(target=m.target, type="secret", data=data,
-                                    mode=m.mode if m.mode is not None else 0o400,
-                                    uid=m.uid or 0, gid=m.gid or 0))
+                if m.env:  # env=NAME: the value as an environment variable (and a file only if target= too)
+                    env.append(f"{m.env}={os.fsdecode(data)}")
+                if m.target:
+                    out.append(RunMount(target=m.target, type="secret", data=data,
+                                        mode=m.mode if m.mode is not None else 0o400,
+                                        uid=m.uid or 0, gid=m.gid or 0))
             elif m.type == "ssh":
                 sock = self._ssh_socket(m)
                 if sock is not None:
@@ -730,6 +735,11 @@ class BuildOps:
         if self._secret_values is None:
             self._secret_values = parse_secrets(self.options.secrets)
         return self._secret_values
+
+    def _redactor(self):
+        from builder.solver.redact import Redactor
+
+        return Redactor.for_secrets(self._secrets().values()) if self.options.secrets else Redactor()
 
     def _ssh_socket(self, m) -> str | None:
         for spec in self.options.ssh:
