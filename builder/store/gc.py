@@ -224,9 +224,9 @@ def collect(store: "ContentStore", candidates: set[str]) -> list[str]:
         live = reachable(store, {r.digest for r in store.index.images()} | store.index.cache_roots())
         gone = reachable(store, candidates) - live
         dead = sorted(d for d in gone if store.has_blob(d))
+        store.index.forget_blobs(dead)  # rows first: a kill in between leaves unreferenced files, not dangling rows
         for digest in dead:
             store.blobs.delete(digest)
-        store.index.forget_blobs(dead)
         _forget_remote(store, gone)
         return dead
 
@@ -335,10 +335,10 @@ def _sweep(store: "ContentStore", report: PruneReport) -> None:
     """Remove every blob and snapshot nothing reachable needs, and forget unneeded lazy blobs."""
     live = reachable(store, {r.digest for r in store.index.images()} | store.index.cache_roots())
     dead = [d for d in store.blobs.digests() if d not in live]
+    store.index.forget_blobs(dead)  # rows first: a kill in between leaves unreferenced files, not dangling rows
     for digest in dead:
         report.reclaimed += _size(store, digest)
         store.blobs.delete(digest)
-    store.index.forget_blobs(dead)
     report.blobs = dead
     report.remote_blobs = _forget_remote(store, live=live)
     keep = {diff_id for digest, diff_id in store.index.query("SELECT digest, diff_id FROM layers")

@@ -172,3 +172,32 @@ def test_killed_half_way_through_removing_a_snapshot_leaves_no_partial_snapshot(
     assert list(base.iterdir()) == []
     with ContentStore(root) as store:
         assert store.index.snapshots() == []
+
+
+SWEEP = HOLD + """
+real_delete = store.blobs.delete
+manifest = store.resolve("busybox")
+
+def delete_then_hold_at_the_manifest(digest):
+    real_delete(digest)
+    if digest == manifest:
+        hold()
+
+store.index.delete_ref("docker.io/library/busybox:latest")
+store.blobs.delete = delete_then_hold_at_the_manifest   # killed once the manifest's file is gone
+store.prune()
+"""
+
+
+def test_killed_half_way_through_a_prune_sweep_leaves_no_dangling_rows(tmp_path, busybox_archive):  # noqa: F811
+    from tests.hardening.conftest import assert_store_clean
+
+    root = tmp_path / "root"
+    run_pybuild("load", "-i", busybox_archive, root=root, check=True)
+    before = len(os.listdir(root / "blobs" / "sha256"))
+    _run_until_held(SWEEP, root)
+    assert len(os.listdir(root / "blobs" / "sha256")) < before   # really part-way
+    assert_store_clean(root)
+    run_pybuild("system", "prune", root=root, check=True)   # the next prune finishes the job
+    assert os.listdir(root / "blobs" / "sha256") == []
+    assert_store_clean(root)
