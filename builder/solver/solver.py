@@ -151,6 +151,7 @@ class Solver:
         self.keys_by_stage: dict[int, list[str]] = {}
         # key -> (portable step identity, inputs JSON): exported so another machine can say why it missed.
         self.step_inputs: dict[str, tuple[str, dict]] = {}
+        self._request: BuildRequest | None = None
         self._inflight: dict[str, Future] = {}
         self._inflight_lock = threading.Lock()
         self._num = 0
@@ -160,6 +161,7 @@ class Solver:
 
     def build(self, req: BuildRequest) -> tuple[StepState, BuildReport, BuildGraph]:
         t0 = time.monotonic()
+        self._request = req
         df = req.dockerfile
         report = BuildReport(dockerfile=df.filename, context=req.context_id, target=req.target)
         predefined = self._predefined(req)
@@ -386,8 +388,15 @@ class Solver:
 
             own = dataclasses.replace(state.history[-1], created=format_created(time.time()))
             state = dataclasses.replace(state, history=state.history[:-1] + (own,))
-        self.store.cache_put(key, {"state": state.to_json(), "duration_s": time.monotonic() - t0},
-                             state.blobs)
+        recorded = inputs.to_json()
+        if len(recorded["files"]) > 1000:  # the step: records keep the full map for miss explanations
+            recorded["files"] = {}
+            recorded["files_omitted"] = len(inputs.files)
+        req = self._request
+        step = {"dockerfile": self._dockerfile_name(req) if req else None, "context": req.context_id if req else None,
+                "stage": ctx.stage.ref, "line": instr.line, "instruction": _first_line(instr)}
+        self.store.cache_put(key, {"state": state.to_json(), "duration_s": time.monotonic() - t0,
+                                   "step": step, "inputs": recorded}, state.blobs)
         if linked:
             state = rebase(ctx.parent, state, key)
         return state, "DONE", None
@@ -399,13 +408,18 @@ class Solver:
         return "step:" + hashlib.sha256(ident.encode()).hexdigest()
 
     @staticmethod
-    def portable_identity(req: BuildRequest, stage: Stage, slot: tuple[int, int]) -> str:
-        """The step's identity across machines (exported with the cache): the Dockerfile's path
-        inside the context, the stage and the position — not where the checkout lives."""
+    def _dockerfile_name(req: BuildRequest) -> str:
+        """The Dockerfile's path inside the context when it is there (``Dockerfile``), else as given."""
         name = req.dockerfile.filename
         if req.context_id and name.startswith(req.context_id.rstrip("/") + "/"):
             name = name[len(req.context_id.rstrip("/")) + 1:]
-        ident = json.dumps([name, stage.ref, list(slot)])
+        return name
+
+    @classmethod
+    def portable_identity(cls, req: BuildRequest, stage: Stage, slot: tuple[int, int]) -> str:
+        """The step's identity across machines (exported with the cache): the Dockerfile's path
+        inside the context, the stage and the position — not where the checkout lives."""
+        ident = json.dumps([cls._dockerfile_name(req), stage.ref, list(slot)])
         return "step:" + hashlib.sha256(ident.encode()).hexdigest()
 
     def _record_step(self, req, stage, slot, instr, inputs: KeyInputs, key, status, duration, saved) -> StepReport:

@@ -45,7 +45,7 @@ class ContentStore:
     """Blobs, image references, unpacked layer snapshots and the build-cache index of one root."""
 
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
+        self.root = Path(root).absolute()  # paths derived from it end up in mounts and other processes
         try:
             for sub in ("tmp", "locks", "snapshots/sha256"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)

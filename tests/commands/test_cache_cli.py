@@ -63,7 +63,7 @@ def test_cache_ls_lists_the_records_and_their_steps(cached: Builder, capsys):
                                               "HITS", "STEP"]
     assert len(lines) == 1 + 6 and not any("step:" in line for line in lines)
     assert sum("COPY data.bin /data.bin" in line for line in lines) == 2
-    assert sum("RUN /bin/sh -c echo $N >> /cache/log" in line for line in lines) == 2
+    assert sum("Dockerfile:4 RUN --mount=type=cache" in line for line in lines) == 2
     docs = records(capsys, root)
     assert [d["last_used"] for d in docs] == sorted(d["last_used"] for d in docs)  # least recently used first
     first_copy = next(d for d in docs if d["op"] == "copy")
@@ -90,14 +90,15 @@ def test_cache_show_tells_step_inputs_parent_and_layers(cached: Builder, capsys)
     code, out, _ = cli(capsys, root, "cache", "show", run["key"][7:19])
     assert code == 0
     assert f"Key:            {run['key']}" in out
-    assert "Step:           RUN /bin/sh -c echo $N >> /cache/log && cp /cache/log /log" in out
+    assert ("Step:           Dockerfile:4 RUN --mount=type=cache,target=/cache echo $N >> /cache/log "
+            "&& cp /cache/log /log") in out
     assert "environment:  N=2" in out and "Hits:           0" in out
-    assert "(COPY data.bin /data.bin)" in out  # the parent record, by its step
+    assert "(Dockerfile:3 COPY data.bin /data.bin)" in out  # the parent record, by its step
     assert out.count("(this step's)") == 1 and "Layers:         3" in out
     copy = records(capsys, root, "op=copy")[-1]
     code, out, _ = cli(capsys, root, "cache", "show", copy["key"], "--format", "json")
     doc = json.loads(out)
-    assert code == 0 and doc["key"] == copy["key"] and doc["parent_step"] == "ARG N=0"
+    assert code == 0 and doc["key"] == copy["key"] and doc["parent_step"] == "Dockerfile:2 ARG N=0"
     assert set(doc["inputs"]["files"]) == {"data.bin"}
     # A cache hit counts.
     cached.build(DOCKERFILE, tags=["app:2"], build_args={"N": "2"})
