@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import pytest
+from pathlib import Path
 
 from builder.solver.solver import BuildError
 from tests.build.conftest import image_tree
@@ -100,6 +101,15 @@ def test_cache_mount_persists_and_is_not_in_the_image(bbuilder, tmp_path):
     root = image_tree(bbuilder, image_id, tmp_path / "rootfs")
     assert (root / "seen").read_text() == "1\n2\n"
     assert not (root / "cache" / "log").exists()
+
+
+def test_cache_mount_works_with_a_relative_store_root(bbuilder, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.chdir(bbuilder.root.parent)
+    relative = replace(bbuilder, root=Path(bbuilder.root.name))  # --root root, not /abs/root
+    image_id, _ = relative.build("FROM busybox\nRUN --mount=type=cache,target=/c sh -c 'echo x >> /c/log; cp /c/log /seen'\n")
+    assert (image_tree(relative, image_id, tmp_path / "rootfs") / "seen").read_text() == "x\n"
 
 
 def test_secret_never_lands_anywhere(bbuilder, tmp_path):
