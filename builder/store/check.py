@@ -112,6 +112,7 @@ class _Checker:
         # image digest -> the graph edges and layer rows it needs, for a repair to re-record
         self.expected: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str, str]]]] = {}
         self._image_digest = ""
+        self._children: dict[str, set[str]] | None = None
         self._lazy: Callable[[str], bool] = getattr(store, "is_lazy_blob", lambda d: False)
 
     def problem(self, kind: str, subject: str, message: str, repairable: bool = True) -> None:
@@ -209,7 +210,7 @@ class _Checker:
                 self._edge(digest, entry.digest)
                 if entry.media_type not in mt.MANIFESTS:
                     continue
-                recorded = set(self.store.index.children(entry.digest))
+                recorded = self.children(entry.digest)
                 sub = self._read_json(entry.digest)
                 if sub is None:
                     if recorded:   # it was complete when recorded: now it is gone
@@ -263,9 +264,17 @@ class _Checker:
                 self.problem("missing-row", layer.digest,
                              f"layer {layer.digest} of manifest {digest[:19]} has no layer row for diffID {diff_id[:19]}")
 
+    def children(self, parent: str) -> set[str]:
+        """Recorded graph edges from ``parent`` (read once for the whole check)."""
+        if self._children is None:
+            self._children = {}
+            for p, c in self.store.index.query("SELECT parent, child FROM edges"):
+                self._children.setdefault(p, set()).add(c)
+        return self._children.get(parent, set())
+
     def _edge(self, parent: str, child: str) -> None:
         self.expected[self._image_digest][0].append((parent, child))
-        if child not in self.store.index.children(parent):
+        if child not in self.children(parent):
             self.problem("missing-row", parent, f"content graph lacks the edge {parent[:19]} -> {child[:19]} "
                          "(prune could remove content still in use)")
 

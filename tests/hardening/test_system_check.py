@@ -255,3 +255,27 @@ def test_an_unreadable_store_is_a_one_line_error(tmp_path):
     code, lines, err = _check(bad)
     assert code != 0 and lines == []
     assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_a_multi_platform_index_with_a_platform_never_pulled_is_fine_until_its_content_goes(root):
+    from builder.image import mediatypes as mt
+    from builder.image.oci import Descriptor, Index, Platform
+
+    with ContentStore(root) as store:
+        image = store.get_image("app:1")
+        here = Descriptor(image.manifest.media_type, image.manifest_digest, store.blob_size(image.manifest_digest),
+                          platform=image.platform)
+        absent = Descriptor(mt.OCI_MANIFEST, "sha256:" + "0f" * 32, 500, platform=Platform("linux", "s390x"))
+        digest, _ = store.put_bytes(Index([here, absent]).to_json())
+        store.add_image(digest, name="multi:1")
+    code, lines, _ = _check(root)
+    assert code == 0, lines   # the s390x manifest was never pulled: not a problem
+    _blob(root, image.layers[-1].digest).unlink()
+    code, lines, _ = _check(root)
+    assert code == 1
+    assert any(line.startswith(f"broken-image: image {digest} (docker.io/library/multi:1)") and "missing" in line
+               for line in lines), lines
+    code, lines, _ = _check(root, "--repair")
+    assert code == 0, lines
+    listing = run_pybuild("images", root=root, check=True).stdout
+    assert "multi" not in listing
