@@ -190,18 +190,35 @@ def _run(args: argparse.Namespace) -> int:
     if args.rm and args.detach:
         raise UsageError("--rm with -d is not supported: remove a detached container with `pybuild rm`")
     runtime_argv = _runtime_argv(args.runtime)
-    if not runtime_argv:
-        from builder.runtime import cgroupwarm
-        cgroupwarm.start()     # the kernel's wait before the container can join its cgroups overlaps what follows
-    root = state_root(args)
-    prepared, lease = _prepare_image(root, args.image)
+    cid = os.urandom(6).hex()
+    early = {"cgroups": _early_cgroups(cid) if not runtime_argv else None}
     try:
-        return _run_prepared(args, root, runtime_argv, prepared)
+        root = state_root(args)
+        prepared, lease = _prepare_image(root, args.image)
+        try:
+            return _run_prepared(args, root, runtime_argv, prepared, cid, early)
+        finally:
+            lease.release()        # after the overlay is gone (or, detached, when this process ends)
     finally:
-        lease.release()        # after the overlay is gone (or, detached, when this process ends)
+        if early.get("cgroups") is not None:      # never handed to the runtime
+            from builder.runtime import cgroups
+            cgroups.destroy(early["cgroups"])
 
 
-def _run_prepared(args: argparse.Namespace, root: Path, runtime_argv: list[str], prepared) -> int:
+def _early_cgroups(cid: str):
+    """The container's cgroups, made now so that the kernel's wait before the container can join
+    them (see builder.runtime.cgroupwarm) overlaps preparing the image; None if not root."""
+    if os.geteuid() != 0:
+        return None
+    from builder.runtime import cgroups, cgroupwarm
+    made = cgroups.make(cid, "", required=False, exclusive=True)
+    if made is not None and made.paths:
+        cgroupwarm.start()
+    return made
+
+
+def _run_prepared(args: argparse.Namespace, root: Path, runtime_argv: list[str], prepared, cid: str,
+                  early: dict) -> int:
     import shutil
 
     from builder.runtime.imagespec import ImageDefaults, RunRequest, build
@@ -211,7 +228,6 @@ def _run_prepared(args: argparse.Namespace, root: Path, runtime_argv: list[str],
     if command and command[0] == "--":
         command = command[1:]
     defaults = ImageDefaults(**prepared.defaults)
-    cid = os.urandom(6).hex()
     name = args.name or cid
     containers = _containers_dir(args)
     containers.mkdir(parents=True, exist_ok=True)
@@ -222,7 +238,9 @@ def _run_prepared(args: argparse.Namespace, root: Path, runtime_argv: list[str],
     snapshotter = Snapshotter(directory / "snap")
     snap = None
     try:
-        snap = snapshotter.prepare([Path(p) for p in prepared.snapshots], target=directory / "rootfs")
+        # --rm: what the container writes is thrown away, so the overlay need not sync it.
+        snap = snapshotter.prepare([Path(p) for p in prepared.snapshots], target=directory / "rootfs",
+                                   volatile=args.rm)
         volume_dirs = {}
         for i, vol in enumerate(sorted(defaults.volumes or [])):
             host_dir = directory / "volumes" / str(i)
@@ -251,10 +269,10 @@ def _run_prepared(args: argparse.Namespace, root: Path, runtime_argv: list[str],
         )
         _save(directory, record)
         if args.detach:
-            _start_detached(record, runtime_argv, bundle, directory)
+            _start_detached(record, runtime_argv, bundle, directory, early)
             print(cid)
             return 0
-        code = _run_foreground(record, runtime_argv, bundle, doc)
+        code = _run_foreground(record, runtime_argv, bundle, doc, early)
         if not args.rm:
             record.exit_code = code
             _save(directory, record)
@@ -271,11 +289,12 @@ def _run_prepared(args: argparse.Namespace, root: Path, runtime_argv: list[str],
     return code
 
 
-def _run_foreground(record: ContainerRecord, runtime_argv: list[str], bundle: Path, doc: dict) -> int:
+def _run_foreground(record: ContainerRecord, runtime_argv: list[str], bundle: Path, doc: dict, early: dict) -> int:
     if not runtime_argv:
         from builder.runtime import config, container
         from builder.runtime.state import StateStore
-        return container.run(StateStore(record.runtime_root), record.id, str(bundle), loaded=(doc, config.parse(doc)))
+        return container.run(StateStore(record.runtime_root), record.id, str(bundle), loaded=(doc, config.parse(doc)),
+                             cgroups_made=early.pop("cgroups"))
     import signal
     import subprocess
     proc = subprocess.Popen([*runtime_argv, "--root", record.runtime_root, "run", "--bundle", str(bundle), record.id])
@@ -288,7 +307,8 @@ def _run_foreground(record: ContainerRecord, runtime_argv: list[str], bundle: Pa
             signal.signal(s, h)
 
 
-def _start_detached(record: ContainerRecord, runtime_argv: list[str], bundle: Path, directory: Path) -> None:
+def _start_detached(record: ContainerRecord, runtime_argv: list[str], bundle: Path, directory: Path,
+                    early: dict) -> None:
     import subprocess
     log = os.open(directory / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -298,7 +318,7 @@ def _start_detached(record: ContainerRecord, runtime_argv: list[str], bundle: Pa
             from builder.runtime.state import StateStore
             store = StateStore(record.runtime_root)
             container.create(store, record.id, str(bundle), container.CreateOptions(
-                stdio=launcher.Stdio(devnull, log, log)))
+                stdio=launcher.Stdio(devnull, log, log), cgroups=early.pop("cgroups")))
             container.start(store, record.id)
             return
         res = subprocess.run([*runtime_argv, "--root", record.runtime_root, "run", "--detach", "--bundle", str(bundle),

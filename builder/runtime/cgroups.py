@@ -14,10 +14,13 @@ import os
 import signal
 import time
 
-from .config import DeviceRule, Resources
 from .errors import ConfigError, RuntimeFailure
 from .mountinfo import read as read_mountinfo
 from .record import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # config is imported where rules are built: `make` runs before the rest of the runtime loads
+    from .config import DeviceRule, Resources
 
 # runc's default device allow-list, added after the config's own rules.
 _ALLOWED_DEVICES = (
@@ -39,6 +42,8 @@ class CgroupSet:
     """The container's directories: hierarchy mount point -> cgroup path within it."""
 
     paths: dict[str, str] = field(default_factory=dict)
+    fresh: bool = True                   # every directory was made by ``make`` (none existed)
+    fresh_paths: list[str] = field(default_factory=list)   # the hierarchies where it made one
 
     def dirs(self) -> list[str]:
         return [mp + path for mp, path in self.paths.items()]
@@ -80,6 +85,7 @@ def _write(path: str, value: str) -> None:
 
 def _parse_rule(text: str) -> DeviceRule:
     """'c 1:3 rwm' (v1 devices.allow syntax) as an allowing DeviceRule."""
+    from .config import DeviceRule
     kind, numbers, access = text.split()
     major, minor = numbers.split(":")
     return DeviceRule(True, kind, None if major == "*" else int(major), None if minor == "*" else int(minor), access)
@@ -95,15 +101,38 @@ def _device_rule(rule: DeviceRule) -> str:
 
 def create(container_id: str, cgroups_path: str, resources: Resources | None, extra_devices: list[str],
            required: bool) -> CgroupSet:
-    """Make the container's cgroup directories and apply limits.
+    """Make the container's cgroup directories and apply limits (``make`` then ``limit``).
 
     ``required``: fail when a directory cannot be made (limits asked for);
     otherwise a hierarchy we may not write (rootless) is skipped.
     """
+    result = make(container_id, cgroups_path, required)
+    limit(result, resources, extra_devices)
+    return result
+
+
+def make(container_id: str, cgroups_path: str, required: bool, exclusive: bool = False) -> CgroupSet | None:
+    """The container's cgroup directories, one per mounted hierarchy, without limits yet.
+
+    The runtime makes them first thing (``pybuild-runc run``, ``pybuild run``): making a cgroup
+    waits on the kernel's cgroup lock, which ``cgroupwarm`` keeps busy once it starts.
+    ``exclusive``: only if none of them exists yet (else None, nothing left made), so that
+    removing them on a failure can never touch another container's cgroups.
+    """
+    if exclusive:
+        made = make(container_id, cgroups_path, required)
+        if made is not None and made.fresh:
+            return made
+        if made is not None:
+            for mount_point in made.fresh_paths:
+                try:
+                    os.rmdir(mount_point + made.paths[mount_point])
+                except OSError:
+                    pass
+        return None
     own = _own_paths()
     result = CgroupSet()
     tree = hierarchies()
-    limits_wanted = resources is not None and (resources.memory_limit is not None or resources.pids_limit is not None)
     for h in tree:
         key = "" if h.unified else next((c for c in h.controllers), "")
         base = own.get(key, "/") if key or h.unified else "/"
@@ -115,7 +144,11 @@ def create(container_id: str, cgroups_path: str, resources: Resources | None, ex
         rel = inner[len(h.root):] if h.root != "/" and inner.startswith(h.root) else inner
         directory = h.mount_point + rel
         try:
-            os.makedirs(directory, exist_ok=True)
+            os.makedirs(os.path.dirname(directory), exist_ok=True)
+            os.mkdir(directory)
+            result.fresh_paths.append(h.mount_point)
+        except FileExistsError:
+            result.fresh = False
         except OSError as e:
             if required and e.errno not in (errno.EROFS,):
                 raise RuntimeFailure(f"cgroup {directory}: {e.strerror}") from None
@@ -123,14 +156,22 @@ def create(container_id: str, cgroups_path: str, resources: Resources | None, ex
         if "cpuset" in h.controllers:
             _inherit_cpuset(directory)
         result.paths[h.mount_point] = rel
-    try:
-        _apply(result, tree, resources, extra_devices)
-    except OSError as e:
-        destroy(result)
-        raise RuntimeFailure(f"cgroup limits: {e.strerror or e}") from None
-    if limits_wanted and not result.paths:
-        raise RuntimeFailure("linux.resources asks for limits but no cgroup could be created")
     return result
+
+
+def limit(cg: CgroupSet, resources: Resources | None, extra_devices: list[str]) -> None:
+    """Apply ``resources`` (and the device rules) to the directories ``make`` made; on failure they are removed."""
+    limits_wanted = resources is not None and (resources.memory_limit is not None or resources.pids_limit is not None)
+    try:
+        _apply(cg, hierarchies(), resources, extra_devices)
+    except OSError as e:
+        destroy(cg)
+        raise RuntimeFailure(f"cgroup limits: {e.strerror or e}") from None
+    except BaseException:
+        destroy(cg)
+        raise
+    if limits_wanted and not cg.paths:
+        raise RuntimeFailure("linux.resources asks for limits but no cgroup could be created")
 
 
 def _inherit_cpuset(directory: str) -> None:

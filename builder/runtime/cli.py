@@ -248,28 +248,57 @@ def _check_lifecycle_flags(args: argparse.Namespace) -> None:
         raise RuntimeFailure("--preserve-fds is not supported")
 
 
+def _early_cgroups(args: argparse.Namespace):
+    """The container's cgroup directories, made before the rest of the runtime is imported, with
+    the cgroup-attach lock warming meanwhile (see ``cgroupwarm``); None when that does not apply
+    (rootless, a new cgroup namespace, an unreadable config, an id or cgroups taken: the usual
+    path then makes them, or reports the error). Whoever is handed them removes them on failure."""
+    if os.geteuid() != 0:
+        return None
+    from .bundle import cgroups_path, read_config
+    from .state import check_id
+    try:
+        path = cgroups_path(read_config(os.path.abspath(args.bundle)))
+        if path is None or os.path.exists(_store(args).dir(check_id(args.id))):
+            return None
+        from . import cgroups, cgroupwarm
+        made = cgroups.make(args.id, path, required=False, exclusive=True)
+    except RuntimeFailure:
+        return None
+    if made is not None and made.paths:
+        cgroupwarm.start()
+    return made
+
+
 def _cmd_create(args: argparse.Namespace) -> int:
-    from . import container
     _check_lifecycle_flags(args)
-    _, spec = container.load_bundle(os.path.abspath(args.bundle))
-    tty_master = tty_slave = None
-    if spec.process.terminal:
-        if not args.console_socket:
-            raise RuntimeFailure("process.terminal is true: create needs --console-socket")
-        tty_master, tty_slave = os.openpty()
+    made = _early_cgroups(args)
+    from . import container
+    try:
+        _, spec = container.load_bundle(os.path.abspath(args.bundle))
+        tty_master = tty_slave = None
+        if spec.process.terminal:
+            if not args.console_socket:
+                raise RuntimeFailure("process.terminal is true: create needs --console-socket")
+            tty_master, tty_slave = os.openpty()
+    except BaseException:
+        container.drop_cgroups(made)
+        raise
     container.create(_store(args), args.id, args.bundle,
                      container.CreateOptions(pid_file=args.pid_file, tty_slave=tty_slave,
-                                             new_keyring=not args.no_new_keyring))
+                                             new_keyring=not args.no_new_keyring, cgroups=made))
     if tty_master is not None:
         container.send_console(args.console_socket, tty_master)
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from . import container
     _check_lifecycle_flags(args)
+    made = _early_cgroups(args)
+    from . import container
     return container.run(_store(args), args.id, args.bundle, detach=args.detach, pid_file=args.pid_file,
-                         console_socket=args.console_socket, keep=args.keep, new_keyring=not args.no_new_keyring)
+                         console_socket=args.console_socket, keep=args.keep, new_keyring=not args.no_new_keyring,
+                         cgroups_made=made)
 
 
 def _cmd_start(args: argparse.Namespace) -> int:

@@ -11,27 +11,14 @@ import signal
 import time
 
 from . import cgroups, config, launcher
+from .bundle import read_config
 from .errors import ConfigError, RuntimeFailure
 from .record import dataclass, field
 from .state import FIFO, ContainerState, StateStore, process_start_time
 
 
-MAX_CONFIG_BYTES = 16 << 20   # a real config.json is a few KiB
-
-
 def load_bundle(bundle: str) -> tuple[dict, config.Spec]:
-    path = os.path.join(bundle, "config.json")
-    try:
-        if os.path.getsize(path) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; refusing to read it")
-        with open(path) as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"no config.json in bundle {bundle}") from None
-    except ValueError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: {e.strerror}") from None
+    doc = read_config(bundle)
     return doc, config.parse(doc)
 
 
@@ -63,6 +50,7 @@ class CreateOptions:
     stdio: launcher.Stdio = field(default_factory=launcher.Stdio)
     tty_slave: int | None = None
     new_keyring: bool = True
+    cgroups: cgroups.CgroupSet | None = None   # made in advance by the caller (cgroups.make)
 
 
 def create(store: StateStore, container_id: str, bundle: str, opts: CreateOptions,
@@ -72,8 +60,13 @@ def create(store: StateStore, container_id: str, bundle: str, opts: CreateOption
     ``loaded``: the bundle's (document, spec) when the caller has read it already.
     """
     bundle = os.path.abspath(bundle)
-    doc, spec = loaded or load_bundle(bundle)
-    state_dir = store.reserve(container_id)
+    launched = None
+    try:
+        doc, spec = loaded or load_bundle(bundle)
+        state_dir = store.reserve(container_id)
+    except BaseException:
+        drop_cgroups(opts.cgroups)
+        raise
     try:
         if opts.wait_for_start:
             os.mkfifo(os.path.join(state_dir, FIFO), 0o622)
@@ -81,7 +74,7 @@ def create(store: StateStore, container_id: str, bundle: str, opts: CreateOption
         req = launcher.LaunchRequest(
             container_id=container_id, spec=spec, bundle=bundle,
             state_dir=state_dir, wait_for_start=opts.wait_for_start,
-            stdio=opts.stdio, tty_slave=opts.tty_slave, new_keyring=opts.new_keyring,
+            stdio=opts.stdio, tty_slave=opts.tty_slave, new_keyring=opts.new_keyring, cgroups=opts.cgroups,
         )
         launched = launcher.launch(req)
         root = spec.root_path if os.path.isabs(spec.root_path) else os.path.join(bundle, spec.root_path)
@@ -95,8 +88,16 @@ def create(store: StateStore, container_id: str, bundle: str, opts: CreateOption
         _write_pid_file(opts.pid_file, launched.pid)
         return state
     except BaseException:
+        if launched is None:
+            drop_cgroups(opts.cgroups)     # (launch removes them itself when it fails)
         store.remove(container_id)
         raise
+
+
+def drop_cgroups(made: cgroups.CgroupSet | None) -> None:
+    """Remove cgroup directories made in advance for a container that will not be created."""
+    if made is not None:
+        cgroups.destroy(made)
 
 
 def start(store: StateStore, container_id: str) -> None:
@@ -243,24 +244,29 @@ class _SignalForwarder:
 
 def run(store: StateStore, container_id: str, bundle: str, detach: bool = False, pid_file: str | None = None,
         console_socket: str | None = None, keep: bool = False, new_keyring: bool = True,
-        loaded: tuple[dict, config.Spec] | None = None) -> int:
+        loaded: tuple[dict, config.Spec] | None = None, cgroups_made: cgroups.CgroupSet | None = None) -> int:
     """``create`` + ``start``; in the foreground, wait and return the exit code, then delete (unless ``keep``).
 
-    ``loaded``: the bundle's (document, spec) when the caller has it already (it wrote config.json).
+    ``loaded``: the bundle's (document, spec) when the caller has it already (it wrote config.json);
+    ``cgroups_made``: the container's cgroup directories, made in advance (``cgroups.make``).
     """
     bundle = os.path.abspath(bundle)
-    loaded = loaded or load_bundle(bundle)
-    spec = loaded[1]
-    tty_master = tty_slave = None
-    if spec.process.terminal:
-        if detach and not console_socket:
-            raise ConfigError("process.terminal needs --console-socket when detached")
-        if not detach and console_socket:
-            raise ConfigError("--console-socket is only for detached containers")
-        tty_master, tty_slave = os.openpty()
+    try:
+        loaded = loaded or load_bundle(bundle)
+        spec = loaded[1]
+        tty_master = tty_slave = None
+        if spec.process.terminal:
+            if detach and not console_socket:
+                raise ConfigError("process.terminal needs --console-socket when detached")
+            if not detach and console_socket:
+                raise ConfigError("--console-socket is only for detached containers")
+            tty_master, tty_slave = os.openpty()
+    except BaseException:
+        drop_cgroups(cgroups_made)
+        raise
     if detach:
         state = create(store, container_id, bundle, CreateOptions(pid_file=pid_file, wait_for_start=True, tty_slave=tty_slave,
-                                                                       new_keyring=new_keyring), loaded)
+                                                                       new_keyring=new_keyring, cgroups=cgroups_made), loaded)
         if tty_master is not None:
             send_console(console_socket, tty_master)
             os.close(tty_master)
@@ -269,7 +275,7 @@ def run(store: StateStore, container_id: str, bundle: str, detach: bool = False,
         return 0
     launcher.linux.set_child_subreaper()
     state = create(store, container_id, bundle, CreateOptions(pid_file=pid_file, wait_for_start=False, tty_slave=tty_slave,
-                                                                       new_keyring=new_keyring), loaded)
+                                                                       new_keyring=new_keyring, cgroups=cgroups_made), loaded)
     try:
         with _SignalForwarder(state.pid):
             if tty_master is not None:
@@ -377,5 +383,5 @@ def exec_in(store: StateStore, container_id: str, opts: ExecOptions) -> int:
 
 __all__ = [
     "CreateOptions", "ExecOptions", "create", "start", "run", "kill", "delete", "state_of",
-    "list_states", "container_pids", "exec_in", "parse_signal", "load_bundle",
+    "list_states", "container_pids", "exec_in", "parse_signal", "load_bundle", "drop_cgroups",
 ]

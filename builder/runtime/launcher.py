@@ -53,6 +53,7 @@ class LaunchRequest:
     loopback_up: bool = False          # bring lo up in a new network namespace (build RUN steps)
     cgroups_required: bool = False
     new_keyring: bool = True           # a fresh session keyring, as runc does unless --no-new-keyring
+    cgroups: cgroups.CgroupSet | None = None   # directories made in advance (cgroups.make); limits still to apply
     die_with_parent: bool = False      # build steps: SIGKILL the container when this process dies (even by -9)
     parent_pidfd: int | None = None    # set by launch(): P's pidfd, for die_with_parent
     stage1_pidfd: int | None = None    # set by C before it forks G: C's pidfd, for die_with_parent
@@ -323,7 +324,10 @@ def launch(req: LaunchRequest) -> Launched:
     rootless = os.geteuid() != 0
     cg = cgroups.CgroupSet()
     wants_cgroups = not rootless or (spec.resources is not None and (spec.resources.memory_limit is not None or spec.resources.pids_limit is not None))
-    if wants_cgroups:
+    if req.cgroups is not None:
+        cg = req.cgroups
+        cgroups.limit(cg, spec.resources, extra_devices)
+    elif wants_cgroups:
         resources = spec.resources
         if rootless and resources is not None:
             resources.devices = []   # device rules are meaningless without mknod

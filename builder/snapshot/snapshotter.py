@@ -78,11 +78,13 @@ class Snapshotter:
         self.root = Path(root)
         self.mode = mode
 
-    def prepare(self, parents: list[Path], target: Path | None = None) -> Snapshot:
+    def prepare(self, parents: list[Path], target: Path | None = None, volatile: bool = False) -> Snapshot:
         """A writable snapshot over ``parents`` (bottom first, as an image's layers are listed).
 
         ``target``: where the root filesystem appears (an empty or missing
         directory, e.g. a bundle's ``rootfs``); by default inside the snapshot.
+        ``volatile``: the changes will be thrown away, never committed: the overlay
+        skips syncs (see ``overlay.mount``).
         """
         for p in parents:
             if not Path(p).is_dir():
@@ -103,7 +105,7 @@ class Snapshotter:
         snap = Snapshot(sid, merged, upper, "overlay", [Path(p) for p in parents])
         if self.mode in ("auto", "overlay"):
             try:
-                self._mount_overlay(snap, work)
+                self._mount_overlay(snap, work, volatile)
                 return snap
             except OSError as e:
                 if self.mode == "overlay":
@@ -148,13 +150,14 @@ class Snapshotter:
             removed += 1
         return removed
 
-    def _mount_overlay(self, snap: Snapshot, work: Path) -> None:
+    def _mount_overlay(self, snap: Snapshot, work: Path, volatile: bool = False) -> None:
         lowers = [str(p) for p in reversed(snap.parents)]
         if not lowers:
             empty = work.parent / "empty"
             empty.mkdir()
             lowers = [str(empty)]
-        overlay.mount(lowers, str(snap.upper_dir), str(work), str(snap.mount_dir), userxattr=os.geteuid() != 0)
+        overlay.mount(lowers, str(snap.upper_dir), str(work), str(snap.mount_dir), userxattr=os.geteuid() != 0,
+                      volatile=volatile)
 
     def commit(self, snap: Snapshot) -> Diff:
         """Stop using the snapshot and return its changes."""

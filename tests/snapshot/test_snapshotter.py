@@ -149,3 +149,22 @@ def test_recover_removes_snapshots_of_dead_processes(tmp_path, layers) -> None:
     assert _mounts(tmp_path) == [str(live.mount_dir)]        # ours is alive and untouched
     snaps.cleanup(live)
     assert snaps.recover() == 0
+
+
+def test_volatile_overlay_for_thrown_away_changes(tmp_path, layers) -> None:
+    """``volatile``: the overlay skips syncs (so unmounting it does not sync the upper filesystem)."""
+    snaps = Snapshotter(tmp_path / "snaps", mode="overlay")
+    kept, thrown = snaps.prepare(layers), snaps.prepare(layers, volatile=True)
+    try:
+        options = {line.split()[4]: set(line.partition(" - ")[2].split()[2].split(",")) for line in
+                   Path("/proc/self/mountinfo").read_text().splitlines()}
+        kernel = tuple(int(x) for x in os.uname().release.split(".")[:2])
+        volatile = {"volatile", "fsync=volatile"}
+        assert bool(options[str(thrown.mount_dir)] & volatile) == (kernel >= (5, 10))
+        assert not options[str(kept.mount_dir)] & volatile
+        (thrown.mount_dir / "etc" / "new").write_text("n")
+        assert _tree(thrown.mount_dir)["etc/new"] == "n" and _tree(thrown.mount_dir)["etc/a"] == "a1"
+    finally:
+        snaps.cleanup(kept)
+        snaps.cleanup(thrown)
+    assert _mounts(tmp_path) == [] and list((tmp_path / "snaps").iterdir()) == []
