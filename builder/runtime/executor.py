@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import selectors
 import shutil
@@ -186,6 +187,7 @@ class Executor:
         self.rootless = os.geteuid() != 0 if rootless is None else rootless
         self._live: set[int] = set()  # init pids of running steps, for kill_all
         self._cancelled = False
+        self._swept = False
 
     def kill_all(self, sig: int = 9) -> None:
         """Kill every step this executor is running (an interrupted build), and refuse new ones."""
@@ -223,7 +225,7 @@ class Executor:
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         linux.set_child_subreaper()
         req = launcher.LaunchRequest(
-            container_id=f"pybuild-run-{os.urandom(6).hex()}", spec=spec, bundle=str(rootfs.parent),
+            container_id=f"pybuild-run-{os.getpid()}-{os.urandom(6).hex()}", spec=spec, bundle=str(rootfs.parent),
             stdio=launcher.Stdio(devnull, out_w, err_w), loopback_up=(network == "none"),
             die_with_parent=True,   # a killed build must not leave its RUN processes behind
         )
@@ -232,6 +234,9 @@ class Executor:
                 raise RuntimeFailure("the build was interrupted")
             launched = launcher.launch(req)
             self._live.add(launched.pid)
+            if not self._swept:
+                self._swept = True
+                remove_dead_builds_cgroups(launched.cgroups.dirs())
         except BaseException:
             for fd in (out_r, err_r):
                 os.close(fd)
@@ -257,6 +262,42 @@ class Executor:
         bundle.mkdir(parents=True, exist_ok=True)
         (bundle / "config.json").write_text(json.dumps(doc, indent=2))
         return bundle / "config.json"
+
+
+_CGROUP_NAME = re.compile(r"pybuild-run-(\d+)-[0-9a-f]{12}")
+
+
+def remove_dead_builds_cgroups(ours: list[str]) -> int:
+    """Remove the cgroups of RUN steps whose build was killed (nobody was left to remove them):
+    the ``pybuild-run-PID-*`` directories beside ``ours`` whose PID is gone. Their processes died
+    with the build (see ``LaunchRequest.die_with_parent``), so they are empty; one that is not
+    stays (rmdir refuses). Returns how many went."""
+    removed = 0
+    for parent in {os.path.dirname(d) for d in ours}:
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            match = _CGROUP_NAME.fullmatch(name)
+            if match is None or _alive(int(match.group(1))):
+                continue
+            try:
+                os.rmdir(os.path.join(parent, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _pump(streams: dict[int, Sink | None]) -> None:

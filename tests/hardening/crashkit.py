@@ -302,6 +302,7 @@ class KillResult:
     finished_before: dict[str, str]
     check_output: str = ""
     rebuild_cached: list[str] = field(default_factory=list)
+    cgroups_left: int = 0      # RUN-step cgroups the kill left (the next container start removes them)
 
 
 def kill_once(scenario: Scenario, ctx: CrashContext, rng: random.Random, index: int) -> KillResult:
@@ -338,6 +339,7 @@ def verify_after_kill(ctx: CrashContext, build: WatchedBuild, result: KillResult
     mounts = _mounts_under(ctx.root)
     if mounts:
         raise AfterKillFailure("leak", f"{result.scenario}: mounts of the killed build remain: {mounts}")
+    result.cgroups_left = len(_cgroups_of(build.proc.pid))
     rebuild = WatchedBuild(ctx.root, args, env)
     code = rebuild.finish()
     if code != 0:
@@ -349,6 +351,11 @@ def verify_after_kill(ctx: CrashContext, build: WatchedBuild, result: KillResult
             raise AfterKillFailure("rebuild", f"{result.scenario}: step {label!r} finished before the kill "
                                               f"but was {after.get(label)} on rebuild")
     result.rebuild_cached = [label for label, status in after.items() if status == "CACHED"]
+    if any(" RUN " in label and status == "DONE" for label, status in after.items()):
+        # The rebuild started a container: by then the killed build's step cgroups are gone.
+        left = _cgroups_of(build.proc.pid)
+        if left:
+            raise AfterKillFailure("leak", f"{result.scenario}: cgroups of the killed build remain: {left}")
     if ctx.registry is not None:
         try:
             _assert_registry_has(ctx)
@@ -416,6 +423,25 @@ def _wait_no_process_with(token: str, timeout: float = 3.0) -> list[str]:
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.02)
+
+
+def _cgroups_of(pid: int) -> list[str]:
+    """The RUN-step cgroups (``pybuild-run-PID-*``) of build ``pid`` beside this process's own."""
+    from builder.runtime import cgroups
+
+    own = cgroups._own_paths()
+    found = []
+    for h in cgroups.hierarchies():
+        key = "" if h.unified else next(iter(h.controllers), "")
+        base = own.get(key, "/")
+        rel = base[len(h.root):] if h.root != "/" and base.startswith(h.root) else base
+        parent = h.mount_point + rel.rstrip("/")
+        try:
+            names = os.listdir(parent or "/")
+        except OSError:
+            continue
+        found += [f"{parent}/{n}" for n in names if n.startswith(f"pybuild-run-{pid}-")]
+    return found
 
 
 def _mounts_under(root: Path) -> list[str]:

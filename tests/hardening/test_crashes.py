@@ -58,6 +58,12 @@ def registry(tmp_path_factory):
     server.stop()
 
 
+def _cgroups_in_use() -> bool:
+    from builder.runtime import cgroups
+
+    return any(h.unified or h.controllers for h in cgroups.hierarchies()) and os.geteuid() == 0
+
+
 def _scenario(name: str):
     return {"RUN": RunScenario, "compression": CompressScenario, "store commit": CommitScenario,
             "push": PushScenario}[name]()
@@ -84,6 +90,8 @@ def test_sigkill_at_watched_points_never_damages_the_store(category, tmp_path, b
     # Every kill found the store consistent; the builds finished before the kill were reused.
     assert all("is consistent" in r.check_output for r in hits)
     assert any(r.finished_before for r in hits)
+    if category == "RUN":   # a killed step's cgroups were really left, and removed by the rebuild
+        assert any(r.cgroups_left for r in hits) or not _cgroups_in_use()
 
 
 # ---------------------------------------------------------------- the narrow windows, hit exactly
