@@ -8,8 +8,17 @@ under the column, then ``hint: ...`` where one exists.
 from __future__ import annotations
 
 import difflib
+import json
 
 from builder.errors import PybuildError
+
+# Control characters (tab aside) shown as escapes: a message quoting hostile text (a flag
+# name with a carriage return in it) stays one line, as the CLI promises.
+_CONTROL_ESCAPES = {c: json.dumps(chr(c))[1:-1] for c in [*range(32), 127] if c != 9}
+
+
+def one_line(text: str) -> str:
+    return text.translate(_CONTROL_ESCAPES)
 
 KNOWN_INSTRUCTIONS = (
     "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",
@@ -32,6 +41,7 @@ class DockerfileError(PybuildError):
         source_line: str | None = None,
         hint: str | None = None,
     ) -> None:
+        message = one_line(message)
         super().__init__(message)
         self.message = message
         self.line = line
@@ -39,7 +49,7 @@ class DockerfileError(PybuildError):
         self.end_line = end_line if end_line is not None else line
         self.filename = filename
         self.source_line = source_line
-        self.hint = hint
+        self.hint = one_line(hint) if hint else hint
 
     @property
     def location(self) -> str:
@@ -50,7 +60,7 @@ class DockerfileError(PybuildError):
         return f"{self.filename}:{self.line}:{self.col}"
 
     def __str__(self) -> str:
-        return f"{self.location}: {self.message}"
+        return one_line(f"{self.location}: {self.message}")
 
     def with_source(self, filename: str, lines: list[str]) -> "DockerfileError":
         """Attach the file name and, when the position is known, its source line."""
@@ -62,7 +72,7 @@ class DockerfileError(PybuildError):
     def render(self) -> str:
         out = [f"error: {self}"]
         if self.source_line is not None and self.source_line.strip():
-            text = self.source_line.expandtabs(1)
+            text = one_line(self.source_line.expandtabs(1))
             if len(text) > 200:
                 text = text[:200] + "…"
             out.append(f"  {self.line:>4} | {text}")

@@ -212,7 +212,19 @@ CLI_CASES = {
     "deep-nesting": b"FROM busybox\nENV A=" + b"${a:-" * 5000 + b"x" + b"}" * 5000 + b"\n",
     "stage-loop": b"FROM a AS b\nFROM b AS a\n",
     "carriage-returns": b"FROM busybox\rRUN x\r\r\n",
+    # Found by bench/fuzz_frontend.py (atheris): quoted hostile text broke the one-line message.
+    "cr-in-escape-directive": b"# escape=\\\rin a comment\nFROM busybox\n",
+    "control-chars-in-flag": b"FROM --plat\x00\x01\rROM a busybox\n",
 }
+
+
+@pytest.mark.parametrize("text", [b"# escape=\\\rin a comment\nFROM busybox\n",
+                                  b"FROM --plat\x00\x01\rROM a busybox\n"])
+def test_messages_quoting_control_characters_stay_one_line(text):
+    with pytest.raises(DockerfileError) as info:
+        parse(text)
+    check_error(info.value)
+    assert "\r" not in info.value.render()  # not split on it either (splitlines would hide it)
 
 
 @pytest.mark.parametrize("name", sorted(CLI_CASES))
@@ -230,6 +242,7 @@ def test_cli_parse_answers_in_one_line(tmp_path, name):
         assert proc.returncode == 1, stderr
         assert stderr.startswith("error: "), stderr
         assert "internal error" not in stderr, stderr
+        assert "\r" not in stderr.split("\n")[0]
 
 
 # --- linear time -------------------------------------------------------------------------
