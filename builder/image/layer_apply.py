@@ -261,33 +261,38 @@ class _Applier:
         drop_setid = 0 if self.keep_setid else _SETID
         open_, write, utime, close, fchown, fchmod = os.open, os.write, os.utime, os.close, os.fchown, os.fchmod
         create = _CREATE
-        REGULAR = tr.REGULAR
+        TarMember = tr.TarMember
         entries, total = self.entries, self.bytes
         try:
-            for m in reader:
+            for m in reader.entries():
                 entries += 1
                 if entries > max_entries:
-                    raise LayerError(f"refusing layer entry {m.name!r}: more than {max_entries} entries "
+                    name = m.name if m.__class__ is TarMember else m[0]
+                    raise LayerError(f"refusing layer entry {name!r}: more than {max_entries} entries "
                                      f"(the limit; set ${MAX_ENTRIES_ENV} to raise it)")
-                data = m.data
-                name = m.name
-                raw_parent, _, base = name.rpartition("/")
-                known = parents.get(raw_parent)
-                if (known is None or m.type != REGULAR or data is None or m.xattrs or not base
-                        or base[0] == "." and (base in (".", "..") or base.startswith(WHITEOUT_PREFIX))):
+                if m.__class__ is TarMember:
                     self.entries, self.bytes = entries, total
                     member(m, reader)
                     total = self.bytes
                     continue
+                name, mode, uid, gid, size, mtime, data = m
+                raw_parent, _, base = name.rpartition("/")
+                known = parents.get(raw_parent)
+                if (known is None or not base
+                        or base[0] == "." and (base in (".", "..") or base.startswith(WHITEOUT_PREFIX))):
+                    self.entries, self.bytes = entries, total
+                    member(tr.plain_member(m), reader)
+                    total = self.bytes
+                    continue
                 # The short path: a small regular file below a directory already resolved.
-                total += m.size
+                total += size
                 if total > max_bytes:
-                    self._too_big(m)
+                    self._too_big(name)
                 rel_parent, parent = known
                 rel = name if rel_parent == raw_parent else (f"{rel_parent}/{base}" if rel_parent else base)
-                mode = m.mode & 0o7777
+                mode &= 0o7777
                 if mode & drop_setid:
-                    mode = self._drop_setid(m, mode)
+                    mode = self._drop_setid(name, mode)
                 path = f"{parent}/{base}"
                 created_add(rel)
                 try:
@@ -300,23 +305,23 @@ class _Applier:
                         done = write(fd, data)
                         if done < len(data):
                             _write_all(fd, memoryview(data)[done:])
-                    if same_owner and (m.uid != my_uid or m.gid != my_gid or parent in setgid_dirs):
-                        fchown(fd, m.uid, m.gid)
+                    if same_owner and (uid != my_uid or gid != my_gid or parent in setgid_dirs):
+                        fchown(fd, uid, gid)
                     if mode & chmod_bits:  # after chown, which clears set-ID bits
                         fchmod(fd, mode)
-                    utime(fd, (m.mtime, m.mtime))
+                    utime(fd, (mtime, mtime))
                 finally:
                     close(fd)
         finally:
             self.entries, self.bytes = entries, total
 
-    def _too_big(self, m: TarMember) -> None:
-        raise LayerError(f"refusing layer entry {m.name!r}: the layer's files exceed "
+    def _too_big(self, name: str) -> None:
+        raise LayerError(f"refusing layer entry {name!r}: the layer's files exceed "
                          f"{_human(self.limits.max_bytes)} (the limit; set ${MAX_BYTES_ENV} to raise it)")
 
-    def _drop_setid(self, m: TarMember, mode: int) -> int:
+    def _drop_setid(self, name: str, mode: int) -> int:
         self.stats.dropped_setid += 1
-        self._note_skipped(m.name)
+        self._note_skipped(name)
         return mode & ~_SETID
 
     def _note_skipped(self, name: str) -> None:
@@ -455,11 +460,11 @@ class _Applier:
 
     def _regular(self, path: str, parent: str, m: TarMember, reader: TarReader) -> None:
         if self.bytes + m.size > self.limits.max_bytes:
-            self._too_big(m)
+            self._too_big(m.name)
         self.bytes += m.size
         mode = m.mode & 0o7777
         if mode & _SETID and not self.keep_setid:
-            mode = self._drop_setid(m, mode)
+            mode = self._drop_setid(m.name, mode)
         try:
             fd = os.open(path, _CREATE, mode & 0o777)
         except FileExistsError:  # replacing a lower layer's entry (of any type)
@@ -500,7 +505,7 @@ class _Applier:
         self._remove(path)
         mode = m.mode & 0o7777
         if mode & _SETID and not self.keep_setid:
-            mode = self._drop_setid(m, mode)
+            mode = self._drop_setid(m.name, mode)
         if m.type == tr.FIFO:
             os.mkfifo(path, mode)
         else:

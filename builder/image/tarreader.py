@@ -33,8 +33,9 @@ _REGULAR_ALIASES = {"\0": REGULAR, "7": REGULAR}  # old tars: NUL type; "contigu
 _KNOWN = {REGULAR, HARDLINK, SYMLINK, CHARDEV, BLOCKDEV, DIRECTORY, FIFO}
 
 _ZERO_BLOCK = bytes(BLOCK)
-_NUL_TO_SPACE = bytes.maketrans(b"\0", b" ")
-_SIX_FIELDS = struct.Struct("8s8s8s12s12s8s")  # mode uid gid size mtime checksum
+# mode uid gid size mtime checksum, without their terminators (see _numbers)
+_COMMON_FIELDS = struct.Struct("7sx7sx7sx11sx11sx6s")
+_TERMINATORS = b"\0\0\0\0\0\0 "
 
 
 @dataclass(slots=True)
@@ -145,6 +146,11 @@ class TarReader:
     # -- members
 
     def __iter__(self) -> Iterator[TarMember]:
+        for m in self.entries():
+            yield m if m.__class__ is TarMember else plain_member(m)
+
+    def entries(self) -> Iterator[TarMember | PlainFile]:
+        """Like iterating, but plain regular files come as ``PlainFile`` tuples (cheaper)."""
         # The buffer lives in locals between fills (attribute access per entry shows in
         # profiles); it is handed back to self around fills and streamed members.
         buf, pos = self._buf, self._pos
@@ -177,18 +183,18 @@ class TarReader:
                 name = block[:end if end >= 0 else 100].decode("utf-8", "surrogateescape")
                 if block[345] and block[257:262] == b"ustar":
                     name = _text(block[345:500]) + "/" + name
-                padded = size + (-size % BLOCK)
-                if len(buf) - pos < padded and name[-1:] != "/":
-                    self._buf, self._pos = buf, pos
-                    full = self._fill(padded)
-                    buf, pos = self._buf, self._pos
-                    if not full:
-                        raise LayerError(f"layer tar is truncated inside {name!r}")
-                if name[-1:] == "/":  # pre-POSIX tars mark directories so; they have no data
-                    yield TarMember(name, DIRECTORY, mode, uid, gid, 0, mtime)
+                if name[-1:] != "/":
+                    padded = (size + BLOCK - 1) & -BLOCK
+                    if len(buf) - pos < padded:
+                        self._buf, self._pos = buf, pos
+                        full = self._fill(padded)
+                        buf, pos = self._buf, self._pos
+                        if not full:
+                            raise LayerError(f"layer tar is truncated inside {name!r}")
+                    yield (name, mode, uid, gid, size, mtime, buf[pos:pos + size])
+                    pos += padded
                     continue
-                yield TarMember(name, REGULAR, mode, uid, gid, size, mtime, "", data=buf[pos:pos + size])
-                pos += padded
+                yield TarMember(name, DIRECTORY, mode, uid, gid, 0, mtime)  # pre-POSIX: no data
                 continue
 
             typeflag = chr(flag)
@@ -276,6 +282,17 @@ def _check_type(member: TarMember, typeflag: str, block: bytes) -> None:
     member.size = 0
 
 
+# A plain regular file (no extended headers, content inline) as the reader's fast path yields it:
+# (name, mode, uid, gid, size, mtime, data).
+PlainFile = tuple[str, int, int, int, int, int, bytes]
+
+
+def plain_member(entry: PlainFile) -> TarMember:
+    """The ``TarMember`` of a ``PlainFile`` tuple."""
+    name, mode, uid, gid, size, mtime, data = entry
+    return TarMember(name, REGULAR, mode, uid, gid, size, mtime, "", data=data)
+
+
 def read_members(raw: BinaryIO) -> Iterator[TarMember]:
     """The members of the tar stream ``raw`` (content of small ones in ``data``)."""
     return iter(TarReader(raw))
@@ -283,18 +300,25 @@ def read_members(raw: BinaryIO) -> Iterator[TarMember]:
 
 def _numbers(block: bytes) -> tuple[int, int, int, int, int]:
     """(mode, uid, gid, size, mtime) of a header block, once its checksum is verified."""
-    fields = block[100:156].translate(_NUL_TO_SPACE)
-    if fields.translate(None, b" 01234567") or not block.isascii():
-        return _numbers_slow(block)  # base-256, odd terminators, or junk: the careful parser decides
-    try:
-        # The common case: six octal fields, each NUL/space terminated, at fixed offsets.
-        mode, uid, gid, size, mtime, stored = _SIX_FIELDS.unpack(fields)
-        mode, uid, gid, size, mtime, stored = (int(mode, 8), int(uid, 8), int(gid, 8), int(size, 8),
-                                               int(mtime, 8), int(stored, 8))
-    except ValueError:  # an empty field
+    # The common layout (GNU tar, Go, Python): each number all octal digits up to a NUL at
+    # the field's end, the checksum "dddddd\0 ". Then the non-digits of bytes 100-155 are
+    # exactly those seven terminators, and a field that is shifted would put a NUL among
+    # the digits int() is given, which it refuses. Anything else takes the careful parser.
+    if block[100:156].translate(None, b"01234567") != _TERMINATORS:
         return _numbers_slow(block)
-    # An ASCII block sums to at most 127 * 512 < 65521, so Adler-32's low half is the exact sum + 1.
-    if stored != (zlib.adler32(block) & 0xFFFF) - 1 - sum(block[148:156]) + 256:  # field counts as spaces
+    mode, uid, gid, size, mtime, stored = _COMMON_FIELDS.unpack_from(block, 100)
+    try:
+        mode, size, mtime, stored = int(mode, 8), int(size, 8), int(mtime, 8), int(stored, 8)
+        uid = 0 if uid == b"0000000" else int(uid, 8)
+        gid = 0 if gid == b"0000000" else int(gid, 8)
+    except ValueError:
+        return _numbers_slow(block)
+    if block.isascii():
+        # An ASCII block sums to at most 127 * 512 < 65521: Adler-32's low half is the sum + 1.
+        total = (zlib.adler32(block) & 0xFFFF) - 1
+    else:
+        total = sum(block)
+    if stored != total - sum(block[148:156]) + 256:  # the field itself counts as spaces
         raise LayerError("layer tar header checksum mismatch: not a tar stream, or corrupt")
     return mode, uid, gid, size, mtime
 
