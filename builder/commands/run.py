@@ -309,7 +309,6 @@ def _run_foreground(record: ContainerRecord, runtime_argv: list[str], bundle: Pa
 
 def _start_detached(record: ContainerRecord, runtime_argv: list[str], bundle: Path, directory: Path,
                     early: dict) -> None:
-    import subprocess
     log = os.open(directory / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -321,6 +320,7 @@ def _start_detached(record: ContainerRecord, runtime_argv: list[str], bundle: Pa
                 stdio=launcher.Stdio(devnull, log, log), cgroups=early.pop("cgroups")))
             container.start(store, record.id)
             return
+        import subprocess
         res = subprocess.run([*runtime_argv, "--root", record.runtime_root, "run", "--detach", "--bundle", str(bundle),
                               record.id], stdin=devnull, stdout=log, stderr=subprocess.PIPE, text=True)
         if res.returncode != 0:

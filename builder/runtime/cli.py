@@ -137,6 +137,7 @@ class _OnlyOne:
             return self.real.add_parser(name, **kwargs)
         return argparse.ArgumentParser(add_help=False)   # configured, then dropped
 
+
 # What ``_fast_parse`` accepts: option -> (dest, kind); kind is "flag", "value" or "int".
 _FAST_GLOBAL = {
     "--root": ("root", "value"), "--log": ("log", "value"), "--log-format": ("log_format", "value"),

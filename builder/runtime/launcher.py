@@ -12,6 +12,7 @@ Errors anywhere in C or G come back over the same pipe as one line.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import signal
 
@@ -253,6 +254,8 @@ def _stage1(req: LaunchRequest, chan: _Channel, state_dir_fd: int | None, cgroup
     """C: namespaces, then fork G if a pid namespace applies. Never returns."""
     spec = req.spec
     try:
+        # C and G live until exec: a collection here would only touch (and so copy) the parent's pages.
+        gc.disable()
         chan.child_side()
         if _places_stage1(spec):
             chan.recv_down()      # a new cgroup namespace is rooted where we are: be in place first
