@@ -19,7 +19,7 @@ first run of a name or a retagged name does) is shown too.
 The runtime's modules are byte-compiled first (as pip does on install; this
 environment sets PYTHONDONTWRITEBYTECODE, which stops only writing .pyc).
 
-Usage: sudo python3 bench/bench_runtime.py [-n 40]
+Usage: sudo python3 bench/bench_runtime.py [-n 40] [--bin VENV/bin]
 """
 from __future__ import annotations
 
@@ -79,17 +79,21 @@ def store_busybox(store_root: Path, rootfs: Path) -> None:
         store.put_image(config, [blob.descriptor()], name="busybox:latest")
 
 
+SCRIPTS = Path(sysconfig.get_path("scripts"))   # --bin replaces it
+PYTHON = sys.executable
+
+
 def console_script(name: str) -> list[str]:
-    script = Path(sysconfig.get_path("scripts")) / name
-    return [str(script)] if script.exists() else [sys.executable, "-m", "builder.cli"]
+    # The console script itself, not a version-manager shim in front of it.
+    script = SCRIPTS / name
+    return [str(script)] if script.exists() else [PYTHON, "-m", "builder.cli"]
 
 
 def pybuild_runc_script() -> list[str]:
-    # The console script itself, not a version-manager shim in front of it.
-    script = Path(sysconfig.get_path("scripts")) / "pybuild-runc"
+    script = SCRIPTS / "pybuild-runc"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "builder.runtime.cli"]
+    return [PYTHON, "-m", "builder.runtime.cli"]
 
 
 def timed(argv: list[str]) -> float:
@@ -101,13 +105,28 @@ def timed(argv: list[str]) -> float:
     return elapsed
 
 
+def _package_dirs() -> list[str]:
+    out = subprocess.run([PYTHON, "-c", "import builder, os; print(os.path.dirname(builder.__file__))"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return [out]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=40, help="runs per runtime")
+    ap.add_argument("--bin", type=Path, default=None,
+                    help="time the pybuild, pybuild-runc and python of another installation (e.g. a venv's bin/, "
+                         "where pybuild is installed without -e and no other .pth files run at start-up)")
     opts = ap.parse_args()
+    global SCRIPTS, PYTHON
+    if opts.bin is not None:
+        SCRIPTS, PYTHON = opts.bin.resolve(), str(opts.bin.resolve() / "python")
     if os.geteuid() != 0:
         raise SystemExit("run as root (runc and crun are measured rootful)")
     compileall.compile_dir(str(REPO / "builder"), quiet=1)
+    if opts.bin is not None:     # that installation's own copy of the package
+        subprocess.run([PYTHON, "-m", "compileall", "-q", "-d", "", *_package_dirs()], check=True,
+                       stdout=subprocess.DEVNULL)
     work = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
     try:
         bundle = make_bundle(work)
@@ -126,8 +145,8 @@ def main() -> int:
                                                         "--rm", "busybox", "true"],
             "  same, run cache removed": lambda i: [*console_script("pybuild"), "--root", str(store_root), "run",
                                                     "--rm", "busybox", "true"],
-            "python -c pass": lambda i: [sys.executable, "-c", "pass"],
-            "python -S -c pass": lambda i: [sys.executable, "-S", "-c", "pass"],
+            "python -c pass": lambda i: [PYTHON, "-c", "pass"],
+            "python -S -c pass": lambda i: [PYTHON, "-S", "-c", "pass"],
         }
         # Run (untimed) before a command's every run.
         before = {"  same, run cache removed": lambda: shutil.rmtree(store_root / "run-cache", ignore_errors=True)}
