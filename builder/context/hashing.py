@@ -85,7 +85,9 @@ def hash_file(path: str, display: str, expect: os.stat_result | None = None) -> 
         finally:
             os.close(fd)
         if stat_key(before) == stat_key(after):
-            return "sha256:" + digest, after
+            # The walk's stat when nothing differs: one stat object per file, not two.
+            same = expect is not None and stat_key(expect) == stat_key(after)
+            return "sha256:" + digest, expect if same else after
     raise ContextError(f"{display!r} in the build context kept changing while being hashed")
 
 
@@ -156,5 +158,11 @@ class FileHasher:
     def flush(self, complete_walk: set[str] | None = None) -> None:
         """Write new digests; with ``complete_walk`` (every file path under the root),
         also forget files that no longer exist."""
-        if self.cache is not None:
-            self.cache.flush(prune={self.root: complete_walk} if complete_walk is not None else None)
+        if self.cache is None:
+            return
+        if (complete_walk is not None and not self.cache.has_pending(self.root) and self._known is not None
+                and self._known.keys() <= complete_walk):
+            # Nothing new and nothing known is gone: rereading and rewriting the stored record
+            # would only cost time and a second copy of it in memory.
+            complete_walk = None
+        self.cache.flush(prune={self.root: complete_walk} if complete_walk is not None else None)

@@ -132,6 +132,10 @@ class MetadataCache:
         self._pending.setdefault(root.rstrip("/") or "/", {})[relpath] = (*key, digest)
         return True
 
+    def has_pending(self, root: Path | str) -> bool:
+        """Whether digests recorded under ``root`` are waiting for ``flush``."""
+        return bool(self._pending.get(str(root).rstrip("/") or "/"))
+
     def flush(self, *, prune: Mapping[str, set[str]] | None = None) -> int:
         """Merge what was recorded into the stored trees, in one transaction each.
 

@@ -143,8 +143,28 @@ class Selection:
         return sum(e.size for e in self.entries if e.type == FILE)
 
 
+class Stat(NamedTuple):
+    """The lstat fields a selection uses. A walk keeps one per entry until the entries are
+    made; ``os.stat_result`` is twice the size (times as floats too, block counts...)."""
+
+    st_mode: int
+    st_uid: int
+    st_gid: int
+    st_size: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+    st_ino: int
+    st_dev: int
+    st_rdev: int
+
+
+def slim(st: os.stat_result) -> Stat:
+    return Stat(st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                st.st_dev, st.st_rdev)
+
+
 # An entry before its content is hashed: (dest path, source relpath, lstat, type, linkname).
-_Raw = tuple[str, str, os.stat_result, str, str]
+_Raw = tuple[str, str, "os.stat_result | Stat", str, str]
 
 
 @dataclass(eq=False)
@@ -305,7 +325,7 @@ class BuildContext:
         complete = None
         if exclude is None and any(m.paths == (".",) for m in matches):
             # The whole tree was walked: the cache can forget files that are gone.
-            complete = {r[1] for r in raws if r[3] == FILE}
+            complete = {e.source for e in entries if e.type == FILE}
         self.hasher.flush(complete)
         return Selection(self.root, tuple(entries), tuple(matches))
 
@@ -511,7 +531,7 @@ class BuildContext:
             if exclude is not None:
                 excluded, child_exclude_info = exclude.match_step(child_dest, frame.exclude_info)
             try:
-                cst = child.stat(follow_symlinks=False)
+                cst = slim(child.stat(follow_symlinks=False))
             except FileNotFoundError:
                 continue  # removed while walking
             kind = _kind(cst.st_mode)
@@ -537,15 +557,21 @@ class BuildContext:
             frame.out.append((child_dest, child_rel, cst, kind, linkname))
 
     def _finish(self, raws: list[_Raw]) -> list[Entry]:
-        hashed = iter(self.hasher.digests([(r[1], r[2]) for r in raws if r[3] == FILE]))
+        """The entries of ``raws``, files hashed. ``raws`` is emptied on the way, so a large
+        tree does not hold its walk and its entries in memory at once."""
+        hashed = self.hasher.digests([(r[1], r[2]) for r in raws if r[3] == FILE])
         entries: list[Entry] = []
         append = entries.append
-        for dest, source, st, kind, linkname in raws:
+        n = 0
+        for i, (dest, source, st, kind, linkname) in enumerate(raws):
+            raws[i] = None  # type: ignore[call-overload]
             content = ""
             size = 0
             rdev = 0
             if kind == FILE:
-                content, st = next(hashed)
+                content, st = hashed[n]
+                hashed[n] = None
+                n += 1
                 size = st.st_size
             elif kind == CHAR or kind == BLOCK:
                 rdev = st.st_rdev

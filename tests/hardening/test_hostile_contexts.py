@@ -3,7 +3,7 @@
 Symlinks pointing out of the context (absolute, relative, to files and directories, chains,
 through a parent directory), ``..`` and absolute sources, ``.dockerignore`` files that try
 to reach outside, special files (FIFOs, sockets, devices), unreadable files, a file swapped
-for a link while being hashed, and a context of 200,000 files.
+for a link while being hashed, and a context of many files (200,000 in bench/bench_context_200k.py).
 
 The rules are BuildKit's: a symlink inside a copied directory is copied as a symlink (its
 target is never read); a source that is itself a symlink, or passes through one, is followed
@@ -382,12 +382,15 @@ def _timed_build(w: World, *flags: str) -> tuple[float, int]:
     return elapsed, usage.ru_maxrss * 1024
 
 
-CONTEXT_FILES = int(os.environ.get("PYBUILD_HARDENING_CONTEXT_FILES", "200000"))
+# The full 200,000 files take 15-50 s on the 2-core CI machine depending on its load, too
+# much for the normal run: it runs a quarter of that (the scaling check is the same), and
+# bench/bench_context_200k.py (or this variable) runs the full size.
+CONTEXT_FILES = int(os.environ.get("PYBUILD_HARDENING_CONTEXT_FILES", "50000"))
 
 
-def test_context_of_200k_files(tmp_path, record_property):
-    """``COPY . /`` of 200,000 files, then a cached rebuild: bounded time and memory, and
-    ten times the files cost at most ~twenty times what the small context did."""
+def test_context_of_many_files(tmp_path, record_property):
+    """``COPY . /`` of a large context, then a cached rebuild: bounded time and memory, and
+    ten times the files cost at most ~twenty times what a tenth of them did."""
     small, large = World(tmp_path / "small"), World(tmp_path / "large")
     _many_files(small.ctx, CONTEXT_FILES // 10)
     _many_files(large.ctx, CONTEXT_FILES)
@@ -399,11 +402,13 @@ def test_context_of_200k_files(tmp_path, record_property):
     t_cached, rss_cached = _timed_build(large)
     figures = {"files": CONTEXT_FILES, "cold_s": round(t_large, 2), "cold_rss_mib": rss_large >> 20,
                "cached_s": round(t_cached, 2), "cached_rss_mib": rss_cached >> 20,
-               "small_cold_s": round(t_small, 2), "small_rss_mib": rss_small >> 20}
-    record_property("context_200k", figures)
+               "tenth_cold_s": round(t_small, 2), "tenth_rss_mib": rss_small >> 20}
+    record_property("context_many_files", figures)
     print(f"\ncontext of {CONTEXT_FILES} files: {figures}", file=sys.stderr)
     assert t_large < 20 * max(t_small, 0.5), figures
-    assert t_large < 180 and t_cached < 60, figures
-    # Memory grows with the number of entries (about 2-3 KiB each), never with their bytes.
-    assert rss_large < 1.5 * 2**30 and rss_large < 12 * rss_small + (64 << 20), figures
+    assert t_large < CONTEXT_FILES / 1000 and t_cached < CONTEXT_FILES / 3000, figures  # 200k: 200 s, 67 s
+    # Memory grows with the number of entries (under 2 KiB each at 200,000), never with their bytes.
+    assert rss_large < (80 << 20) + CONTEXT_FILES * 2048, figures
+    assert rss_cached < (80 << 20) + CONTEXT_FILES * 2048, figures
+    assert rss_large < 12 * rss_small + (64 << 20), figures
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2**21  # the test itself stays small
