@@ -115,9 +115,11 @@ def test_links_inside_copied_trees_are_copied_as_links(world):
     w.link("dir/loop", "loop")
     w.link("top_abs", w.outside / "secret")
     (w.ctx / "dir" / "plain").write_text("plain\n")
-    result, out = w.build("FROM scratch\nCOPY dir/ /d/\nCOPY . /all/\nCOPY di* /wild/\nCOPY dir /named\n")
+    result, out = w.build("FROM scratch\nCOPY dir/ /d/\nCOPY . /all/\nCOPY di* /wild/\nCOPY dir /named\n"
+                          "COPY --parents dir/ /p/\nCOPY --exclude=plain dir/ /x/\n")
     assert result.returncode == 0, result.stderr
-    for dest in ("d", "all/dir", "wild", "named"):
+    assert not (out / "x" / "plain").exists() and (out / "x" / "inner_abs").is_symlink()
+    for dest in ("d", "all/dir", "wild", "named", "p/dir"):
         assert os.readlink(out / dest / "inner_abs") == str(w.outside / "secret")
         assert os.readlink(out / dest / "inner_rel") == "../../outside/secret"
         assert os.readlink(out / dest / "inner_dir_abs") == str(w.outside)
@@ -412,3 +414,35 @@ def test_context_of_many_files(tmp_path, record_property):
     assert rss_cached < (80 << 20) + CONTEXT_FILES * 2048, figures
     assert rss_large < 12 * rss_small + (64 << 20), figures
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2**21  # the test itself stays small
+
+
+def test_tar_context_links_resolve_inside_it(world):
+    """``pybuild build - < ctx.tar``: the extracted context follows the same rules."""
+    import io
+    import tarfile
+
+    w = world
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        def add(name: str, data: bytes | None = None, link: str | None = None) -> None:
+            info = tarfile.TarInfo(name)
+            if link is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                tar.addfile(info)
+            else:
+                info.size = len(data or b"")
+                tar.addfile(info, io.BytesIO(data or b""))
+        add("Dockerfile", b"FROM scratch\nCOPY link /a\nCOPY rootlink/etc/passwd /b\nCOPY tree/ /t/\n")
+        add("etc/passwd", b"inside the tar\n")
+        add("link", link="/etc/passwd")
+        add("rootlink", link="../../../..")
+        add("tree/out", link=str(w.outside / "secret"))
+    out = w.base / "tar-out"
+    w.outputs.append(out)
+    proc = subprocess.run(pybuild_cmd("--root", w.root, "build", "--progress", "plain", "-o",
+                                      f"type=local,dest={out}", "-"),
+                          input=buf.getvalue(), capture_output=True, timeout=60, env=cli_env())
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (out / "a").read_bytes() == b"inside the tar\n" == (out / "b").read_bytes()
+    assert os.readlink(out / "t" / "out") == str(w.outside / "secret")
+    w.assert_never_read()
