@@ -361,7 +361,15 @@ def export_rootfs(store, image, dest: str, *, as_tar: bool) -> None:
         if target.exists() and any(target.iterdir()):
             raise UsageError(f"--output type=local: {target} is not empty")
         target.mkdir(parents=True, exist_ok=True)
-        store.unpack_image(image, target)
+        try:
+            store.unpack_image(image, target)
+        except BaseException:  # e.g. a refused layer: leave dest empty, not half-written
+            for child in target.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            raise
         return
     tmp = Path(tempfile.mkdtemp(prefix="rootfs-", dir=store.scratch.path))
     try:

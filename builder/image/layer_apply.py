@@ -195,12 +195,12 @@ def clean_name(name: str) -> str:
     if name.startswith("/"):
         raise LayerError(f"refusing layer entry {name!r}: absolute path")
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        raise LayerError(f"refusing layer entry {name[:60]!r}...: name longer than {MAX_NAME_BYTES} bytes")
+        raise LayerError(f"refusing layer entry {_shown(name)}: name longer than {MAX_NAME_BYTES} bytes")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise LayerError(f"refusing layer entry {name!r}: '..' would leave the image root")
     if len(parts) > MAX_DEPTH:
-        raise LayerError(f"refusing layer entry {name[:60]!r}...: deeper than {MAX_DEPTH} levels")
+        raise LayerError(f"refusing layer entry {_shown(name)}: deeper than {MAX_DEPTH} levels")
     return "/".join(parts)
 
 
@@ -330,8 +330,11 @@ class _Applier:
 
     # -- resolving paths inside the root
 
-    def _dir(self, rel: str, create: bool) -> str | None:
-        """The real path of directory ``rel`` with symlinks resolved inside the root."""
+    def _dir(self, rel: str, create: bool, entry: str | None = None) -> str | None:
+        """The real path of directory ``rel`` with symlinks resolved inside the root.
+
+        ``entry`` is the member being extracted, for error messages.
+        """
         cached = self.dirs.get(rel)
         if cached is not None:
             return cached
@@ -347,7 +350,7 @@ class _Applier:
                     real.pop()  # never above the root, as in a chroot
                 continue
             if len(real) >= MAX_DEPTH:
-                raise LayerError(f"refusing layer entry under {rel[:60]!r}: it resolves deeper than "
+                raise LayerError(f"refusing layer entry {_shown(entry or rel)}: it resolves deeper than "
                                  f"{MAX_DEPTH} levels")
             path = os.path.join(self.root, *real, comp)
             try:
@@ -361,7 +364,7 @@ class _Applier:
             if stat.S_ISLNK(st.st_mode):
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
-                    raise LayerError(f"refusing layer entry under {rel!r}: too many levels of symbolic links")
+                    raise LayerError(f"refusing layer entry {_shown(entry or rel)}: too many levels of symbolic links")
                 link = os.readlink(path)
                 if link.startswith("/"):
                     real = []
@@ -370,7 +373,7 @@ class _Applier:
             if not stat.S_ISDIR(st.st_mode):
                 if not create:
                     return None
-                raise LayerError(f"cannot extract under {rel!r}: {'/'.join(real + [comp])!r} is not a directory")
+                raise LayerError(f"cannot extract {_shown(entry or rel)}: {'/'.join(real + [comp])!r} is not a directory")
             real.append(comp)
         resolved = os.path.join(self.root, *real)
         self.dirs[rel] = resolved
@@ -413,7 +416,7 @@ class _Applier:
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(parent_rel, base)
             return
-        parent = self._dir(parent_rel, create=True)
+        parent = self._dir(parent_rel, create=True, entry=m.name)
         path = f"{parent}/{base}"
         self.created.add(rel)
         raw_parent, _, raw_base = m.name.rpartition("/")
@@ -436,7 +439,7 @@ class _Applier:
     def _directory(self, rel: str, parent: str, path: str, m: TarMember) -> None:
         depth = self.depth.get(parent, MAX_DEPTH) + 1
         if depth > MAX_DEPTH:
-            raise LayerError(f"refusing layer entry {m.name[:60]!r}: it resolves deeper than {MAX_DEPTH} levels")
+            raise LayerError(f"refusing layer entry {_shown(m.name)}: it resolves deeper than {MAX_DEPTH} levels")
         try:
             os.mkdir(path, 0o700)
             setgid = parent in self.setgid_dirs  # a new directory inherits set-group-ID
@@ -490,7 +493,7 @@ class _Applier:
         except LayerError:
             raise LayerError(f"refusing hard link {m.name!r} -> {m.linkname!r}: target outside the image") from None
         t_parent_rel, _, t_base = target_rel.rpartition("/")
-        t_parent = self._dir(t_parent_rel, create=False) if t_base else None
+        t_parent = self._dir(t_parent_rel, create=False, entry=m.name) if t_base else None
         source = os.path.join(t_parent, t_base) if t_parent else None
         if source is None or not os.path.lexists(source):
             raise LayerError(f"hard link {m.name!r} -> {m.linkname!r}: target does not exist in the image")
@@ -587,6 +590,11 @@ class _Applier:
                     self._remove(c_path)
                 elif is_dir:
                     stack.append((c_rel, c_path))
+
+
+def _shown(name: str) -> str:
+    """A member name for an error message: quoted (newlines escaped), long ones cut."""
+    return repr(name[:60]) + ("..." if len(name) > 60 else "")
 
 
 def _human(n: int) -> str:
