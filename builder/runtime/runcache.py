@@ -85,9 +85,32 @@ def lookup(root: str | os.PathLike, reference: str) -> PreparedImage | None:
         prepared = PreparedImage(**doc)
     except (OSError, ValueError, TypeError):
         return None
-    if prepared.reference != reference or _index_digest(root, prepared.name) != prepared.digest:
+    if prepared.reference != reference or not _plausible(root, prepared):
+        return None
+    if _index_digest(root, prepared.name) != prepared.digest:
         return None
     return prepared
+
+
+_DEFAULTS = {"entrypoint", "cmd", "env", "working_dir", "user", "volumes", "stop_signal"}
+
+
+def _plausible(root: str, prepared: PreparedImage) -> bool:
+    """The record names the store's own snapshot and lock files (a record that names any other
+    directory would make it a container's lowerdir) and run defaults ``ImageDefaults`` has."""
+    snapshots, locks = os.path.join(root, "snapshots", "sha256", ""), os.path.join(root, "locks", "")
+    return (len(prepared.snapshots) == len(prepared.use_locks) == len(prepared.diff_ids) > 0
+            and all(_under(p, snapshots) for p in prepared.snapshots)
+            and all(_under(p, locks) for p in prepared.use_locks)
+            and isinstance(prepared.defaults, dict) and set(prepared.defaults) <= _DEFAULTS)
+
+
+def _under(path: object, directory: str) -> bool:
+    """A direct child of ``directory``, with nothing overlay's mount options would read as a separator."""
+    if not isinstance(path, str) or not path.startswith(directory):
+        return False
+    name = path[len(directory):]
+    return name not in ("", ".", "..") and "/" not in name and not any(c in path for c in ":,\\\n")
 
 
 def remember(root: str | os.PathLike, prepared: PreparedImage) -> None:

@@ -98,3 +98,21 @@ def test_prune_leaves_a_running_containers_layers_alone(root) -> None:
         if proc.poll() is None:
             proc.kill()
     assert (proc.returncode, out, err.strip().splitlines()[-1]) == (0, "done\n", "CACHE")
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda doc: doc.update(snapshots=["/"]),                                 # the host's root as a lowerdir
+    lambda doc: doc.update(snapshots=[doc["snapshots"][0] + "/../../.."]),
+    lambda doc: doc.update(use_locks=["/etc/passwd"]),
+    lambda doc: doc.update(defaults={"bogus": 1}),
+    lambda doc: doc.update(version=0),
+], ids=["host-root", "dotdot", "lock-elsewhere", "bad-defaults", "old-version"])
+def test_a_record_naming_anything_else_is_not_used(root, tamper) -> None:
+    import json
+    assert run(root, "run", "--rm", "busybox", "true")[2] == "STORE"
+    (record,) = (root / "run-cache").iterdir()
+    doc = json.loads(record.read_text())
+    tamper(doc)
+    record.write_text(json.dumps(doc))
+    probe = f"test -e {root} && echo host || echo image"        # the store root exists only on the host
+    assert run(root, "run", "--rm", "busybox", "sh", "-c", probe) == (0, "image\n", "STORE")
