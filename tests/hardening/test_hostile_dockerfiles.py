@@ -430,3 +430,21 @@ def test_hostile_onbuild_trigger_in_base_image(tmp_path, trigger_root, name):
     assert "Dockerfile:1" in last, last
     if name != "unterminated":  # that one parses; its expansion fails
         assert "invalid ONBUILD trigger" in last, last
+
+
+def test_10000_chained_stages_build(tmp_path):
+    """The whole build, not only the frontend: 10,000 stages each ``FROM`` the one before
+    (the solver's graph, its stage chain and the report), in time linear in the stages."""
+    def build(n: int) -> float:
+        ctx = tmp_path / f"ctx{n}"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text("FROM scratch AS s0\n" + "".join(
+            f"FROM s{i} AS s{i + 1}\n" for i in range(n)) + "COPY Dockerfile /d\n")
+        start = time.monotonic()
+        proc = subprocess.run(pybuild_cmd("--root", tmp_path / "root", "build", "--progress", "quiet", ctx),
+                              capture_output=True, timeout=300, env=cli_env())
+        assert proc.returncode == 0, proc.stderr.decode()
+        return time.monotonic() - start
+
+    small, large = build(1_000), build(10_000)
+    assert large < 20 * max(small, 0.5), (small, large)
