@@ -127,12 +127,16 @@ def _chunks(source: BinaryIO) -> Iterator[bytes]:
 
 
 def _gzip_chunks(source: BinaryIO) -> Iterator[bytes]:
-    """Inflate gzip members back to back (pigz and others may write several); ISA-L when present."""
-    try:
-        from isal import isal_zlib as zlib_
-    except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
-        import zlib as zlib_
-    yield from _members(source, lambda: zlib_.decompressobj(wbits=31), GZIP_MAGIC, "gzip", zlib_style=True)
+    """Inflate gzip members back to back (pigz and others may write several), with ISA-L.
+
+    Trailing zero bytes are ignored, other trailing bytes are an error (as gzip(1) does).
+    """
+    from isal import igzip
+
+    # The unbuffered reader igzip_threaded uses: each read is one bounded inflate, no copy.
+    reader = igzip._IGzipReader(source) if hasattr(igzip, "_IGzipReader") else igzip.IGzipFile(fileobj=source)
+    while data := reader.read(BLOCK_SIZE):
+        yield data
 
 
 def _bzip2_chunks(source: BinaryIO) -> Iterator[bytes]:
@@ -147,13 +151,12 @@ def _xz_chunks(source: BinaryIO) -> Iterator[bytes]:
     yield from _members(source, lzma.LZMADecompressor, XZ_MAGIC, "xz")
 
 
-def _members(source: BinaryIO, new: Callable[[], Any], magic: bytes, what: str, *,
-             zlib_style: bool = False) -> Iterator[bytes]:
-    """Decompress concatenated streams of one codec into pieces of about ``BLOCK_SIZE``.
+def _members(source: BinaryIO, new: Callable[[], Any], magic: bytes, what: str) -> Iterator[bytes]:
+    """Decompress concatenated bzip2 or xz streams into pieces of about ``BLOCK_SIZE``.
 
     Each codec call's output is bounded, so memory stays bounded whatever the
-    compression ratio. Trailing zero bytes (tape-style padding) are ignored, as
-    gzip(1) does; other trailing bytes and a stream cut short are errors.
+    compression ratio. Trailing zero bytes (tape-style padding) are ignored;
+    other trailing bytes and a stream cut short are errors.
     """
     dec = new()
     pending = b""
@@ -183,17 +186,9 @@ def _members(source: BinaryIO, new: Callable[[], Any], magic: bytes, what: str, 
                 if batched >= BLOCK_SIZE:
                     yield b"".join(batch) if len(batch) > 1 else batch[0]
                     batch, batched = [], 0
-            if dec.eof:
+            pending = b""  # the codec keeps what it has not used yet
+            if dec.eof or dec.needs_input:
                 break
-            if zlib_style:
-                # Input the bounded call left over; a full output may also hide more to come.
-                pending = dec.unconsumed_tail
-                if not pending and len(out) < BLOCK_SIZE:
-                    break
-            else:
-                pending = b""  # bz2/lzma keep unused input themselves
-                if dec.needs_input:
-                    break
         if dec.eof:
             pending = dec.unused_data  # the next stream, padding or junk
             dec = None
@@ -203,7 +198,7 @@ def _zstd_chunks(source: BinaryIO) -> Iterator[bytes]:
     import zstandard
 
     reader = zstandard.ZstdDecompressor().stream_reader(
-        source, read_size=_INPUT_SIZE, read_across_frames=True, closefd=False)
+        source, read_size=BLOCK_SIZE, read_across_frames=True, closefd=False)
     while data := reader.read(BLOCK_SIZE):
         yield data
 

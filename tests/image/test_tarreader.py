@@ -140,5 +140,5 @@ def test_closing_a_half_read_decompressor_stops_its_thread():
 
 def test_decompressor_errors_reach_the_reader():
     stream = decompressor(io.BytesIO(gzip.compress(b"x" * 100_000)[:-30]), mt.GZIP)
-    with pytest.raises(EOFError, match="gzip stream ends before the end-of-stream marker"):
+    with pytest.raises(EOFError, match="end-of-stream marker"):
         stream.read()
