@@ -260,7 +260,7 @@ def _run_prepared(args: argparse.Namespace, root: Path, runtime_argv: list[str],
         # The container directory is the bundle; the rootfs is inside it, as the bundle format asks.
         bundle = directory
         doc["root"]["path"] = os.path.relpath(snap.mount_dir, bundle)
-        (bundle / "config.json").write_text(json.dumps(doc, indent=2))
+        (bundle / "config.json").write_text(json.dumps(doc))     # compact: indent= would take the pure-Python encoder
         runtime_root = root / "runtime" / (args.runtime if not runtime_argv else Path(runtime_argv[0]).name)
         record = ContainerRecord(
             id=cid, name=name, image=args.image, image_id=prepared.image_id, command=doc["process"]["args"],

@@ -113,7 +113,7 @@ class StateStore:
         path = os.path.join(self.dir(state.id), "state.json")
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(asdict(state), f)
+            f.write(json.dumps(asdict(state)))    # dumps uses the C encoder, dump a Python one
         os.replace(tmp, path)
 
     def load(self, container_id: str) -> ContainerState:
