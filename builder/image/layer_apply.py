@@ -268,7 +268,7 @@ class _Applier:
                 entries += 1
                 if entries > max_entries:
                     name = m.name if m.__class__ is TarMember else m[0]
-                    raise LayerError(f"refusing layer entry {name!r}: more than {max_entries} entries "
+                    raise LayerError(f"refusing layer entry {_shown(name)}: more than {max_entries} entries "
                                      f"(the limit; set ${MAX_ENTRIES_ENV} to raise it)")
                 if m.__class__ is TarMember:
                     self.entries, self.bytes = entries, total
@@ -316,7 +316,7 @@ class _Applier:
             self.entries, self.bytes = entries, total
 
     def _too_big(self, name: str) -> None:
-        raise LayerError(f"refusing layer entry {name!r}: the layer's files exceed "
+        raise LayerError(f"refusing layer entry {_shown(name)}: the layer's files exceed "
                          f"{_human(self.limits.max_bytes)} (the limit; set ${MAX_BYTES_ENV} to raise it)")
 
     def _drop_setid(self, name: str, mode: int) -> int:

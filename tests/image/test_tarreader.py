@@ -142,3 +142,15 @@ def test_decompressor_errors_reach_the_reader():
     stream = decompressor(io.BytesIO(gzip.compress(b"x" * 100_000)[:-30]), mt.GZIP)
     with pytest.raises(EOFError, match="end-of-stream marker"):
         stream.read()
+
+
+@pytest.mark.parametrize("compress", [lambda d: d, gzip.compress, bz2.compress, lzma.compress,
+                                      lambda d: __import__("zstandard").ZstdCompressor().compress(d)],
+                         ids=["tar", "gzip", "bzip2", "xz", "zstd"])
+def test_sniffed_archives_of_every_kind_apply(tmp_path, compress):
+    # ADD extracts local archives of these kinds; bzip2 and xz once failed as "truncated".
+    from builder.image.layer import apply_layer
+
+    tar = make_tar([(entry("dir", tarfile.DIRTYPE, mode=0o755), None), (entry("dir/file"), b"content")])
+    stats = apply_layer(io.BytesIO(compress(tar)), tmp_path, None)
+    assert stats.entries == 2 and (tmp_path / "dir/file").read_bytes() == b"content"
