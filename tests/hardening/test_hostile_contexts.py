@@ -400,14 +400,20 @@ def test_context_of_many_files(tmp_path, record_property):
     """``COPY . /`` of a large context, then a cached rebuild: bounded time and memory, and
     ten times the files cost at most ~twenty times what a tenth of them did."""
     small, large = World(tmp_path / "small"), World(tmp_path / "large")
-    _many_files(small.ctx, CONTEXT_FILES // 10)
-    _many_files(large.ctx, CONTEXT_FILES)
-    dockerfile = "FROM scratch\nCOPY . /\n"
-    (small.ctx / "Dockerfile").write_text(dockerfile)
-    (large.ctx / "Dockerfile").write_text(dockerfile)
-    t_small, rss_small = _timed_build(small)
-    t_large, rss_large = _timed_build(large)
-    t_cached, rss_cached = _timed_build(large)
+    try:
+        _many_files(small.ctx, CONTEXT_FILES // 10)
+        _many_files(large.ctx, CONTEXT_FILES)
+        dockerfile = "FROM scratch\nCOPY . /\n"
+        (small.ctx / "Dockerfile").write_text(dockerfile)
+        (large.ctx / "Dockerfile").write_text(dockerfile)
+        t_small, rss_small = _timed_build(small)
+        t_large, rss_large = _timed_build(large)
+        t_cached, rss_cached = _timed_build(large)
+    finally:
+        # Not left for pytest's tmp_path rotation: removing 100,000s of files later costs a
+        # later session's start-up.
+        shutil.rmtree(tmp_path / "small", ignore_errors=True)
+        shutil.rmtree(tmp_path / "large", ignore_errors=True)
     figures = {"files": CONTEXT_FILES, "cold_s": round(t_large, 2), "cold_rss_mib": rss_large >> 20,
                "cached_s": round(t_cached, 2), "cached_rss_mib": rss_cached >> 20,
                "tenth_cold_s": round(t_small, 2), "tenth_rss_mib": rss_small >> 20}
