@@ -218,6 +218,20 @@ CLI_CASES = {
 }
 
 
+@pytest.mark.parametrize("text,line", [
+    # Found by the generated-Dockerfile test: these had no line.
+    (b"FROM scratch\nRUN [] <<EOF\n\nEOF\nADD $A <<EOF${B:- }", 5),  # heredoc name in the lexer
+    (b"FROM scratch\nCOPY <<EOF${B:- /x\nbody\nEOF\n", 2),  # heredoc name as a COPY source
+    (b"FROM scratch\nARG T\nRUN --mount=type=tmpfs,target=$T true\n", 3),  # re-checked after expansion
+    (b"FROM scratch\nRUN --mount=type=secret,target=${T} true\n", 2),
+])
+def test_errors_found_by_fuzzing_have_a_line(text, line):
+    with pytest.raises(DockerfileError) as info:
+        expand_all(text.decode(), {})
+    check_error(info.value)
+    assert info.value.line == line, str(info.value)
+
+
 @pytest.mark.parametrize("text", [b"# escape=\\\rin a comment\nFROM busybox\n",
                                   b"FROM --plat\x00\x01\rROM a busybox\n"])
 def test_messages_quoting_control_characters_stay_one_line(text):
