@@ -491,8 +491,13 @@ class BuildOps:
             if archives:
                 rest = tuple(e for e in selection.entries if e not in archives)
                 for e in archives:
-                    with open(selection.source_path(e), "rb") as fh:
-                        apply_layer(fh, target / posixpath.dirname(e.path), None)
+                    # Opened like copy_selection opens sources: never through a link swapped in since
+                    # the selection, never blocking on a FIFO, and checked against the digest the
+                    # cache key used (the staging dir is discarded if it does not match).
+                    with _open_source_file(selection.source_path(e), e.source) as fh:
+                        reader = _DigestCheckingReader(fh, e.content, e.source)
+                        apply_layer(reader, target / posixpath.dirname(e.path), None)
+                        reader.finish()
                 selection = type(selection)(selection.root, rest, selection.matches)
         copy_selection(selection, target, chown=owner)
         if chmod is not None:
@@ -795,11 +800,54 @@ def _url_name(url: str) -> str:
     return name or "index.html"
 
 
+def _open_source_file(path: Path, display: str):
+    """A context file opened for reading without following a final symlink or blocking on a FIFO,
+    and only if it is (still) a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StepFailed(f"cannot read {display!r} from the build context: {exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise StepFailed(f"{display!r} in the build context stopped being a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+class _DigestCheckingReader:
+    """Reads a source archive while hashing it; ``finish`` drains it and compares with the digest
+    its cache key was computed from."""
+
+    def __init__(self, fh, expected: str, display: str) -> None:
+        self.fh, self.expected, self.display = fh, expected, display
+        self.hash = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.hash.update(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def finish(self) -> None:
+        while self.read(1 << 20):
+            pass
+        if self.expected and "sha256:" + self.hash.hexdigest() != self.expected:
+            raise StepFailed(f"{self.display!r} changed in the build context while the build was running")
+
+
 def _is_archive(path: Path) -> bool:
     try:
-        with open(path, "rb") as fh:
+        with _open_source_file(path, str(path)) as fh:
             head = fh.read(512)
-    except OSError:
+    except (OSError, StepFailed):
         return False
     magics = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00")
     return head.startswith(magics) or (len(head) >= 262 and head[257:262] == b"ustar")
