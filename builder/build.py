@@ -341,9 +341,12 @@ def write_output(store, image, out: dict[str, str], options: BuildOptions) -> No
         names = [n for n in (out.get("name") or "").split(",") if n] or options.tags
         if not names:
             raise UsageError("--push needs a name to push to: give -t REGISTRY/REPO:TAG")
+        from builder.registry.config import load_registry_options
+
+        registry_options = load_registry_options(store.root)  # <root>/registries.json, as pybuild push
         for name in names:
             store.tag(image.digest, name)
-            push_from_store(name, store)
+            push_from_store(name, store, options=registry_options)
         return
     raise PybuildError(f"--output type={kind} is not supported yet")
 

@@ -111,9 +111,12 @@ def export_registry(store, config: CacheConfig, spec: CacheSpec,
 
     from builder.cache.format import InvalidCacheError
 
+    from builder.registry.config import load_registry_options
+
     ref = parse_reference(spec.attrs["ref"])
+    options = load_registry_options(store.root)  # <root>/registries.json, as pybuild push
     if spec.merge:
-        transport = Transport(ref.api_host, None)
+        transport = Transport(ref.api_host, options)
         try:
             client = RepositoryClient(transport, ref.repository)
             existing = client.get_manifest(ref.identifier)
@@ -136,7 +139,7 @@ def export_registry(store, config: CacheConfig, spec: CacheSpec,
     sources = BlobSources(Path(store.root) / SOURCES_PATH)
     try:
         result = push_image(ref, blobs, Manifest(manifest_bytes, mt.OCI_MANIFEST, _digest(manifest_bytes)),
-                            sources=sources, progress=say)
+                            options=options, sources=sources, progress=say)
     finally:
         sources.close()
     return ExportSummary(str(ref), len(config.records), len(config.layers), result.digest,

@@ -92,7 +92,7 @@ class CacheImport:
         imp = self
         for spec in specs:
             try:
-                source = _load_registry(spec, platform) if spec.type == "registry" else _load_local(spec)
+                source = _load_registry(spec, platform, store) if spec.type == "registry" else _load_local(spec)
             except (PybuildError, InvalidCacheError, OSError) as exc:
                 msg = f"importing {spec.describe()}: {exc} (continuing without it)"
                 imp.warnings.append(msg)
@@ -166,7 +166,7 @@ class CacheImport:
 # ------------------------------------------------------------------ registry
 
 
-def _load_registry(spec: CacheSpec, platform: str) -> _Source:
+def _load_registry(spec: CacheSpec, platform: str, store=None) -> _Source:
     from builder.image.oci import Platform
     from builder.registry.client import RepositoryClient
     from builder.registry.errors import NotFoundError
@@ -174,8 +174,10 @@ def _load_registry(spec: CacheSpec, platform: str) -> _Source:
     from builder.registry.reference import parse_reference
     from builder.registry.transport import Transport
 
+    from builder.registry.config import load_registry_options
+
     ref = parse_reference(spec.attrs["ref"])
-    transport = Transport(ref.api_host, None)
+    transport = Transport(ref.api_host, load_registry_options(store.root if store is not None else None))
     try:
         client = RepositoryClient(transport, ref.repository)
         try:

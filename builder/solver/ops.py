@@ -264,7 +264,10 @@ class BuildOps:
 
         self.progress.info(f"pulling {ref}")
         # Layers stay lazy: a step fetches them only if it has to run on top of them.
-        return pull_to_store(ref, self.store, platform=platform, lazy_layers=True)
+        from builder.registry.config import load_registry_options
+
+        return pull_to_store(ref, self.store, platform=platform, lazy_layers=True,
+                             options=load_registry_options(self.store.root))
 
     # -------------------------------------------------------------- keys
 

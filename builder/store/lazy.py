@@ -36,6 +36,7 @@ def fetch_remote_blob(store: "ContentStore", remote: "RemoteBlob") -> None:
 
 def _fetch_from_registry(store: "ContentStore", remote: "RemoteBlob") -> None:
     from builder.registry.client import RepositoryClient
+    from builder.registry.config import load_registry_options
     from builder.registry.errors import RegistryError
     from builder.registry.reference import parse_reference
     from builder.registry.transport import Transport
@@ -45,7 +46,7 @@ def _fetch_from_registry(store: "ContentStore", remote: "RemoteBlob") -> None:
         ref = parse_reference(where)
     except RegistryError as exc:
         raise StoreError(f"blob {remote.digest[:19]}: bad lazy source {where!r}: {exc}") from None
-    transport = Transport(ref.api_host, None)
+    transport = Transport(ref.api_host, load_registry_options(store.root))
     try:
         client = RepositoryClient(transport, ref.repository)
         # The store verifies digest and size as it writes: a wrong body never becomes visible.
