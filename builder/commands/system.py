@@ -14,7 +14,7 @@ from builder.commands.images import human_size, open_store_for, print_table
 
 
 def register(sub) -> None:
-    system = sub.add_parser("system", help="manage the store: disk usage, pruning")
+    system = sub.add_parser("system", help="manage the store: disk usage, pruning, consistency check")
     ssub = system.add_subparsers(dest="system_command", metavar="COMMAND")
     system.set_defaults(func=lambda args: _no_subcommand(system))
 
@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 
 def _no_subcommand(parser: argparse.ArgumentParser) -> int:
-    raise UsageError("pybuild system needs a command: df or prune")
+    raise UsageError("pybuild system needs a command: df, prune or check")
 
 
 def _df(args: argparse.Namespace) -> int:
