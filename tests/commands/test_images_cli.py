@@ -111,7 +111,7 @@ def test_system_df_and_prune(capsys, root, busybox_archive):
     (["save", "-o", "/", "busybox"], ["is a directory"]),
     (["save", "-o", "/nonexistent-dir/x.tar", "busybox"], ["cannot write"]),
     (["inspect", "--platform", "bogus", "busybox"], ["invalid platform"]),
-    (["system"], ["df or prune"]),
+    (["system"], ["df, prune or check"]),
     (["image"], ["ls, inspect, save, load, tag, rm or prune"]),
     (["system", "prune", "-a", "--filter", "until=soon"], ["bad duration 'soon'"]),
     (["system", "prune", "--keep-storage", "lots"], ["bad --keep-storage 'lots'"]),
