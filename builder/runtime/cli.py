@@ -271,10 +271,22 @@ def _early_cgroups(args: argparse.Namespace):
     return made
 
 
+def _container_module(made):
+    """``builder.runtime.container`` (the rest of the runtime); the early cgroups go if even that fails (Ctrl-C)."""
+    try:
+        from . import container
+    except BaseException:
+        if made is not None:
+            from . import cgroups
+            cgroups.destroy(made)
+        raise
+    return container
+
+
 def _cmd_create(args: argparse.Namespace) -> int:
     _check_lifecycle_flags(args)
     made = _early_cgroups(args)
-    from . import container
+    container = _container_module(made)
     try:
         _, spec = container.load_bundle(os.path.abspath(args.bundle))
         tty_master = tty_slave = None
@@ -296,7 +308,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     _check_lifecycle_flags(args)
     made = _early_cgroups(args)
-    from . import container
+    container = _container_module(made)
     return container.run(_store(args), args.id, args.bundle, detach=args.detach, pid_file=args.pid_file,
                          console_socket=args.console_socket, keep=args.keep, new_keyring=not args.no_new_keyring,
                          cgroups_made=made)
