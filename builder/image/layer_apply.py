@@ -123,9 +123,10 @@ def apply_layer(blob: BinaryIO, target: str | os.PathLike, media_type: str | Non
     stream = None
     try:
         stream = open_layer_stream(blob, media_type)
-        # Compressed streams inflate on their own thread; read anything else on one too
-        # (file reads, and whatever the caller's stream does per read, such as hashing).
-        source = stream if isinstance(stream, (ReadAhead, io.BufferedReader, io.FileIO, io.BytesIO)) else read_ahead(stream)
+        # Compressed streams inflate on their own thread. Other streams that do work per
+        # read (the store's hashes the tar) are read on one too; plain files need not be.
+        direct = isinstance(stream, (ReadAhead, io.BufferedReader, io.FileIO, io.BytesIO))
+        source = stream if direct else read_ahead(stream)
         try:
             applier.run(_CheckedReader(source))
         finally:
@@ -180,7 +181,8 @@ class _CheckedReader:
         except LayerError:
             raise
         except Exception as exc:  # codecs raise their own types (IsalError, ZstdError, EOFError, ...)
-            raise LayerError(f"layer data is corrupt: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise LayerError(f"layer data is corrupt: {first}") from None
 
 
 def clean_name(name: str) -> str:
@@ -373,7 +375,8 @@ class _Applier:
             if not stat.S_ISDIR(st.st_mode):
                 if not create:
                     return None
-                raise LayerError(f"cannot extract {_shown(entry or rel)}: {'/'.join(real + [comp])!r} is not a directory")
+                raise LayerError(f"cannot extract {_shown(entry or rel)}: "
+                                 f"{'/'.join(real + [comp])!r} is not a directory")
             real.append(comp)
         resolved = os.path.join(self.root, *real)
         self.dirs[rel] = resolved
