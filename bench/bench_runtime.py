@@ -114,6 +114,9 @@ def _package_dirs() -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=40, help="runs per runtime")
+    ap.add_argument("--gap", type=float, default=0.1,
+                    help="seconds to wait (untimed) before each run, so that no run inherits the kernel's "
+                         "after-effects of the one before (see below)")
     ap.add_argument("--bin", type=Path, default=None,
                     help="time the pybuild, pybuild-runc and python of another installation (e.g. a venv's bin/, "
                          "where pybuild is installed without -e and no other .pth files run at start-up)")
@@ -159,6 +162,11 @@ def main() -> int:
         for i in range(opts.n):
             for name, make in commands.items():
                 before.get(name, lambda: None)()
+                # A run that follows another closely inherits its after-effects: the cgroup-attach lock
+                # still cheap to take (for about one RCU grace period after the last cgroup move, see
+                # builder/runtime/cgroupwarm.py), the previous container's namespaces still being torn
+                # down. That favours whoever comes next; a pause gives every runtime the same start.
+                time.sleep(opts.gap)
                 samples[name].append(timed(make(i)))
         # What a build pays per RUN step: the executor called in process (no interpreter start-up).
         from builder.runtime.executor import Executor, ProcessSpec
