@@ -8,7 +8,8 @@ image: the manifest and config are content-addressed and the layer snapshots
 are immutable. So the first run of a name records a ``PreparedImage`` (the
 digest the name resolved to, the image's run defaults, its layer snapshot
 directories and their use-lock files) in ``ROOT/run-cache/``, and later runs
-use it after two checks against the store itself:
+use it — if it names only the store's own snapshot and lock files — after two
+checks against the store itself:
 
 * the name still resolves to that digest — one read-only query of the
   store's index (its ``refs`` table, see ``builder.store.index``);
