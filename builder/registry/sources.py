@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from pathlib import Path
+
+from builder.store.index import retry_while_locked
 
 
 class BlobSources:
@@ -22,25 +23,17 @@ class BlobSources:
         self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, timeout=30)
         # A hint cache: losing the last writes only costs an upload, so skip the fsyncs.
         self._db.execute("PRAGMA synchronous=OFF")
-        # Switching to WAL does not wait on the busy handler: two pulls opening the file at once
-        # (parallel stages) retry here instead of failing with "database is locked".
-        delay = 0.01
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with self._db:
-                    self._db.execute("PRAGMA journal_mode=WAL")
-                    self._db.execute(
-                        "CREATE TABLE IF NOT EXISTS blob_source ("
-                        " digest TEXT NOT NULL, registry TEXT NOT NULL, repository TEXT NOT NULL,"
-                        " PRIMARY KEY (digest, registry, repository))"
-                    )
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+        def setup() -> None:
+            with self._db:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS blob_source ("
+                    " digest TEXT NOT NULL, registry TEXT NOT NULL, repository TEXT NOT NULL,"
+                    " PRIMARY KEY (digest, registry, repository))"
+                )
+
+        # Two pulls opening the file at once (parallel stages) must not fail with "locked".
+        retry_while_locked(setup, 30)
 
     def record(self, registry: str, repository: str, digests: list[str]) -> None:
         with self._lock, self._db:

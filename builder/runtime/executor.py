@@ -272,6 +272,8 @@ def remove_dead_builds_cgroups(ours: list[str]) -> int:
     the ``pybuild-run-PID-*`` directories beside ``ours`` whose PID is gone. Their processes died
     with the build (see ``LaunchRequest.die_with_parent``), so they are empty; one that is not
     stays (rmdir refuses). Returns how many went."""
+    from builder.store.tmpdirs import pid_alive
+
     removed = 0
     for parent in {os.path.dirname(d) for d in ours}:
         try:
@@ -280,7 +282,7 @@ def remove_dead_builds_cgroups(ours: list[str]) -> int:
             continue
         for name in names:
             match = _CGROUP_NAME.fullmatch(name)
-            if match is None or _alive(int(match.group(1))):
+            if match is None or pid_alive(int(match.group(1))):
                 continue
             try:
                 os.rmdir(os.path.join(parent, name))
@@ -290,13 +292,6 @@ def remove_dead_builds_cgroups(ours: list[str]) -> int:
     return removed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

@@ -87,6 +87,22 @@ CREATE TABLE IF NOT EXISTS cache_blobs (
 """
 
 
+def retry_while_locked(action, seconds: float) -> None:
+    """Run ``action`` until SQLite stops saying "locked". Switching a database to WAL does not wait
+    on the busy handler, so processes opening one file together retry here instead of failing."""
+    delay = 0.01
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            action()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """One stored image: its target digest (what references point at) and summary facts."""
@@ -139,24 +155,15 @@ class StoreIndex:
         self._setup()
 
     def _setup(self) -> None:
-        """WAL mode and the schema. Switching to WAL does not wait on the busy handler, so
-        processes opening a brand-new store together retry here instead of failing."""
-        delay = 0.01
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        while True:
-            try:
-                with self._lock:
-                    self._db.execute("PRAGMA journal_mode=WAL")
-                    # executescript commits on its own; CREATE ... IF NOT EXISTS makes it idempotent.
-                    self._db.executescript(_SCHEMA)
-                    self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                                     (str(SCHEMA_VERSION),))
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+        """WAL mode and the schema (idempotent: CREATE ... IF NOT EXISTS)."""
+        def setup() -> None:
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(_SCHEMA)  # commits on its own
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                 (str(SCHEMA_VERSION),))
+
+        retry_while_locked(setup, BUSY_TIMEOUT_MS / 1000)
 
     def close(self) -> None:
         with self._lock:

@@ -171,14 +171,15 @@ def remove_trash(directory: Path) -> int:
         return 0
     for name in names:
         pid = name.rsplit("-", 2)[-2] if name.count("-") >= 3 else ""
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
             continue   # its owner is still removing it
         remove_tree(directory / name)
         removed += 1
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
