@@ -267,9 +267,11 @@ def read_layout_cache(directory: Path, tag: str = "latest") -> tuple[CacheConfig
 def _read_verified(directory: Path, digest: object, limit: int) -> bytes:
     from builder.image.digest import parse_digest
 
+    from builder.image.errors import InvalidDigestError
+
     try:
         digest = parse_digest(digest)
-    except ValueError as exc:
+    except (ValueError, InvalidDigestError) as exc:
         raise CacheImportError(f"{directory}: {exc}") from None
     path = directory / "blobs" / "sha256" / digest[7:]
     with open(path, "rb") as fh:

@@ -42,6 +42,8 @@ from typing import Callable
 
 import pytest
 
+from tests.image.image_helpers import make_tar
+
 from tests.hardening.conftest import CLI_TIMEOUT, CliResult, assert_store_clean, cli_env, run_pybuild
 
 T0 = 1_700_000_000
@@ -112,14 +114,7 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, *, linkname: str = "", mode
     return info
 
 
-def tar_of(members: list[tuple[tarfile.TarInfo, bytes | None]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
+tar_of = make_tar  # an in-memory tar from (TarInfo, bytes) pairs
 
 
 def raw_header(info: tarfile.TarInfo, fmt: int = tarfile.GNU_FORMAT) -> bytes:
