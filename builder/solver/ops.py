@@ -179,6 +179,9 @@ class BuildOps:
         self._secret_values: dict[str, bytes] | None = None
         self.pulled: set[str] = set()  # base images this build had to pull
         self._prefetched: dict[tuple, object] = {}  # (sources, excludes, parents) -> Future[Selection]
+        self._closing = threading.Event()
+        self._prefetch_done = threading.Event()
+        self._prefetch_done.set()
 
     def prefetch(self, stages) -> None:
         """Start selecting and hashing the context files of COPY/ADD steps now, on a background
@@ -198,22 +201,40 @@ class BuildOps:
                 keys.append((tuple(instr.sources), tuple(instr.excludes), bool(instr.parents)))
         if not keys:
             return
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import Future
 
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-        for key in dict.fromkeys(keys):
-            self._prefetched[key] = pool.submit(
-                lambda k=key: self.context().select(list(k[0]), excludes=list(k[1]), parents=k[2]))
-        pool.shutdown(wait=False)
+        futures = {key: Future() for key in dict.fromkeys(keys)}
+        self._prefetched.update(futures)
+
+        def work() -> None:
+            try:
+                for key, future in futures.items():
+                    if self._closing.is_set() or not future.set_running_or_notify_cancel():
+                        continue
+                    try:
+                        future.set_result(self.context().select(list(key[0]), excludes=list(key[1]),
+                                                                parents=key[2]))
+                    except BaseException as exc:  # the step that uses it reports it
+                        future.set_exception(exc)
+            finally:
+                self._prefetch_done.set()
+
+        self._prefetch_done.clear()
+        # A daemon thread: a build stopped early (an error, Ctrl-C) neither waits for a big
+        # context's hashing nor keeps the process alive for it.
+        threading.Thread(target=work, name="prefetch", daemon=True).start()
 
     def close(self) -> None:
-        for future in self._prefetched.values():  # never close the context under a running prefetch
-            if not future.cancel():
-                try:
-                    future.result()
-                except BaseException:  # its step reports errors; an unused prefetch's do not matter
-                    pass
-        if self._context is not None and self._owns_context:
+        self._closing.set()
+        for future in self._prefetched.values():
+            future.cancel()
+        # Never close the context under a prefetch still hashing (a build stopped early: its
+        # process is exiting anyway); one that has only its loop to finish is waited for, so
+        # the digests it made reach the metadata cache.
+        busy = any(f.running() for f in self._prefetched.values())
+        if not busy:
+            busy = not self._prefetch_done.wait(timeout=5)
+        if self._context is not None and self._owns_context and not busy:
             self._context.close()
         shutil.rmtree(self._work, ignore_errors=True)
 
