@@ -150,23 +150,29 @@ class Transport:
         http with 400 or a reset, and is then used over https without verification.
         """
         plain_ok = self.options.allows_plain_http(self.host)
-        schemes = ["http", "https"] if plain_ok else ["https"]
+        # (scheme, whether a connection error moves on to the next plan instead of retrying)
+        plans = [("http", True), ("https", False)] if plain_ok else [("https", False)]
         last: Exception | None = None
-        for scheme in schemes:
+        http_dropped = False
+        for scheme, first_of_two in plans:
             url = f"{scheme}://{self.host}/v2/"
             verify = False if plain_ok else self.verify
             attempts = self.options.retry.attempts
-            first_of_two = scheme == "http" and len(schemes) > 1
             for attempt in range(attempts):
                 try:
                     resp = self.session.get(url, timeout=self.timeout, verify=verify, allow_redirects=False)
                     resp.close()
                 except requests.exceptions.SSLError as exc:
                     last = exc
+                    if plain_ok and http_dropped and len(plans) == 2:
+                        # Not TLS after all: the server speaks plain http and dropped that first
+                        # connection (a flaky network); give http the retries.
+                        plans.append(("http", False))
                     break
                 except requests.RequestException as exc:
                     last = exc
                     if first_of_two:
+                        http_dropped = True
                         break  # refused or reset over http: https gets the retries
                     if attempt + 1 < attempts:
                         time.sleep(self.options.retry.delay(attempt))

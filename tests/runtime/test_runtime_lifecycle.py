@@ -373,9 +373,12 @@ def test_memory_limit_is_enforced_like_runc(make_bundle, runc, pybuild_runc) -> 
     bundle = make_bundle(["sh", "-c", "head -c 134217728 /dev/zero | tail -n 1 | wc -c; echo survived"], edit)
     expected = runc("run", "-b", str(bundle), "oom")
     got = pybuild_runc("run", "-b", str(bundle), "oom")
-    # Which process of the pipeline the OOM killer picks (tail, or wc too) varies from run to
-    # run, so compare what is certain: the shell survives and the 128 MiB never fit.
-    assert got.returncode == expected.returncode == 0
-    assert "survived" in got.stdout.splitlines() and "survived" in expected.stdout.splitlines()
-    assert "134217728" not in got.stdout.splitlines()      # the allocation did not succeed
+    # Which process the OOM killer picks (tail, wc, or the shell itself: then the container
+    # exits 137) varies from run to run, for runc as for pybuild-runc; what is certain under
+    # both is that the 128 MiB never fit.
+    for result in (expected, got):
+        assert result.returncode in (0, 137), result
+        assert "134217728" not in result.stdout.splitlines()      # the allocation did not succeed
+        if result.returncode == 0:
+            assert "survived" in result.stdout.splitlines()
 
