@@ -10,7 +10,6 @@ other branches and Dockerfiles stay — unless ``merge=false`` is given.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -24,6 +23,7 @@ from builder.cache.format import CONFIG_MEDIA_TYPE, CacheConfig, ExportedRecord
 from builder.cache.spec import CacheSpec
 from builder.errors import PybuildError
 from builder.image import mediatypes as mt
+from builder.image.digest import sha256_digest
 from builder.solver.state import StepState
 
 
@@ -70,14 +70,10 @@ def _manifest(config_bytes: bytes, config: CacheConfig) -> bytes:
               for layer in (config.layers[d] for d in sorted(config.layers))]
     body = {
         "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": CONFIG_MEDIA_TYPE,
-        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": _digest(config_bytes), "size": len(config_bytes)},
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": sha256_digest(config_bytes), "size": len(config_bytes)},
         "layers": layers,
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 # ------------------------------------------------------------------ registry
@@ -135,10 +131,10 @@ def export_registry(store, config: CacheConfig, spec: CacheSpec,
             transport.close()
     config_bytes = config.to_json()
     manifest_bytes = _manifest(config_bytes, config)
-    blobs = _Blobs(store, {_digest(config_bytes): config_bytes})
+    blobs = _Blobs(store, {sha256_digest(config_bytes): config_bytes})
     sources = BlobSources(Path(store.root) / SOURCES_PATH)
     try:
-        result = push_image(ref, blobs, Manifest(manifest_bytes, mt.OCI_MANIFEST, _digest(manifest_bytes)),
+        result = push_image(ref, blobs, Manifest(manifest_bytes, mt.OCI_MANIFEST, sha256_digest(manifest_bytes)),
                             options=options, sources=sources, progress=say)
     finally:
         sources.close()
@@ -178,7 +174,7 @@ def export_local(store, config: CacheConfig, spec: CacheSpec,
         config_bytes = config.to_json()
         manifest_bytes = _manifest(config_bytes, config)
         for data in (config_bytes, manifest_bytes):
-            _write_atomic(directory / "blobs" / "sha256" / _digest(data)[7:], io.BytesIO(data))
+            _write_atomic(directory / "blobs" / "sha256" / sha256_digest(data)[7:], io.BytesIO(data))
         layout = directory / "oci-layout"
         if not layout.exists():
             _write_atomic(layout, io.BytesIO(b'{"imageLayoutVersion":"1.0.0"}'))
@@ -191,13 +187,13 @@ def export_local(store, config: CacheConfig, spec: CacheSpec,
                                       (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") != tag]
             except (ValueError, AttributeError):
                 pass
-        index["manifests"].append({"mediaType": mt.OCI_MANIFEST, "digest": _digest(manifest_bytes),
+        index["manifests"].append({"mediaType": mt.OCI_MANIFEST, "digest": sha256_digest(manifest_bytes),
                                    "size": len(manifest_bytes), "artifactType": CONFIG_MEDIA_TYPE,
                                    "annotations": {"org.opencontainers.image.ref.name": tag}})
         _write_atomic(index_path, io.BytesIO(json.dumps(index, indent=2).encode() + b"\n"))
     except OSError as exc:
         raise CacheExportError(f"--cache-to type=local: cannot write {directory}: {exc.strerror or exc}") from None
-    return ExportSummary(str(directory), len(config.records), len(config.layers), _digest(manifest_bytes),
+    return ExportSummary(str(directory), len(config.records), len(config.layers), sha256_digest(manifest_bytes),
                          uploaded=uploaded)
 
 

@@ -267,6 +267,7 @@ def read_layout_cache(directory: Path, tag: str = "latest") -> tuple[CacheConfig
 def _read_verified(directory: Path, digest: object, limit: int) -> bytes:
     from builder.image.digest import parse_digest
 
+    from builder.image.digest import sha256_digest
     from builder.image.errors import InvalidDigestError
 
     try:
@@ -278,7 +279,7 @@ def _read_verified(directory: Path, digest: object, limit: int) -> bytes:
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise CacheImportError(f"{path}: larger than {limit} bytes")
-    if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+    if sha256_digest(data) != digest:
         raise CacheImportError(f"{path}: content does not match its digest")
     return data
 
@@ -296,12 +297,10 @@ def _load_local(spec: CacheSpec) -> _Source:
         try:
             if path.stat().st_size != layer.size:
                 return False
-            h = hashlib.sha256()
             with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
+                digest = "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
         except OSError:
             return False
-        return "sha256:" + h.hexdigest() == layer.digest
+        return digest == layer.digest
 
     return _Source(spec, config, {"type": "local", "dir": str(directory)}, has_layer)

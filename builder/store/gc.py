@@ -35,7 +35,8 @@ from builder.store.locks import optional_lock
 from builder.store.snapshots import snapshot_dir, tree_size, unpack_lock, use_lock
 from builder.store.tmpdirs import clean_stale_scratch, remove_tree
 from builder.store.usage import (  # noqa: F401  (DiskUsage, UsageLine, disk_usage: re-exported)
-    STEP_PREFIX, CacheMount, DiskUsage, Holdings, Root, StoreModel, UsageLine, cache_mounts, disk_usage,
+    STEP_PREFIX, CacheMount, DiskUsage, Holdings, Root, StoreModel, UsageLine, cache_mounts, closure,
+    content_graph, disk_usage,
     quick_size, read_state, update_state,
 )
 
@@ -141,19 +142,9 @@ class PruneReport:
 # ------------------------------------------------------------------ entry points
 
 
-def reachable(store: "ContentStore", roots: set[str]) -> set[str]:
+def reachable(store: "ContentStore", roots: set[str]) -> frozenset[str]:
     """Every digest reachable from ``roots`` through the recorded content graph."""
-    children: dict[str, list[str]] = {}
-    for parent, child in store.index.query("SELECT parent, child FROM edges"):
-        children.setdefault(parent, []).append(child)
-    seen: set[str] = set()
-    todo = list(roots)
-    while todo:
-        digest = todo.pop()
-        if digest not in seen:
-            seen.add(digest)
-            todo.extend(children.get(digest, ()))
-    return seen
+    return closure(content_graph(store), roots)
 
 
 def prune(store: "ContentStore", *, dangling: bool = True, cache: bool = False,
@@ -221,8 +212,9 @@ def collect(store: "ContentStore", candidates: set[str]) -> list[str]:
     with optional_lock(store.root / "locks" / "gc.lock", exclusive=True) as free:
         if not free:
             return []
-        live = reachable(store, {r.digest for r in store.index.images()} | store.index.cache_roots())
-        gone = reachable(store, candidates) - live
+        children = content_graph(store)  # one read of the graph for both walks
+        live = closure(children, {r.digest for r in store.index.images()} | store.index.cache_roots())
+        gone = closure(children, candidates) - live
         dead = sorted(d for d in gone if store.has_blob(d))
         store.index.forget_blobs(dead)  # rows first: a kill in between leaves unreferenced files, not dangling rows
         for digest in dead:

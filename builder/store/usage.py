@@ -169,6 +169,26 @@ class Root:
     named: bool = False  # an image with a name: never collected
 
 
+def content_graph(store: "ContentStore") -> dict[str, list[str]]:
+    """parent digest -> child digests, from the index's ``edges`` in one query."""
+    children: dict[str, list[str]] = {}
+    for parent, child in store.index.query("SELECT parent, child FROM edges"):
+        children.setdefault(parent, []).append(child)
+    return children
+
+
+def closure(children: dict[str, list[str]], digests: Iterable[str]) -> frozenset[str]:
+    """``digests`` and everything reachable from them through ``children``."""
+    seen: set[str] = set()
+    todo = list(digests)
+    while todo:
+        digest = todo.pop()
+        if digest not in seen:
+            seen.add(digest)
+            todo.extend(children.get(digest, ()))
+    return frozenset(seen)
+
+
 class StoreModel:
     """Everything GC and ``df`` price, read from the index and the blob directory in one go."""
 
@@ -177,9 +197,7 @@ class StoreModel:
         self.blob_sizes = blob_sizes(store)
         self.diff_of = dict(index.query("SELECT digest, diff_id FROM layers"))
         self.snapshot_sizes = {row[0]: int(row[1]) for row in index.snapshots()}
-        self.children: dict[str, list[str]] = {}
-        for parent, child in index.query("SELECT parent, child FROM edges"):
-            self.children.setdefault(parent, []).append(child)
+        self.children = content_graph(store)
         named = {digest for _, digest in index.refs()}
         self.roots: list[Root] = []
         for record in index.images():
@@ -199,14 +217,7 @@ class StoreModel:
             self.roots.append(Root("mount", m.ident, m.last_used, bytes=m.size))
 
     def closure(self, digests: Iterable[str]) -> frozenset[str]:
-        seen: set[str] = set()
-        todo = list(digests)
-        while todo:
-            digest = todo.pop()
-            if digest not in seen:
-                seen.add(digest)
-                todo.extend(self.children.get(digest, ()))
-        return frozenset(seen)
+        return closure(self.children, digests)
 
     def total(self) -> int:
         """Everything on disk now, referenced or not."""
