@@ -86,12 +86,10 @@ class _Blobs:
     def __init__(self, store, extra: dict[str, bytes]) -> None:
         self.store = store
         self.extra = extra
-        self.opened: list[str] = []
 
     def open_blob(self, digest: str) -> BinaryIO:
         if digest in self.extra:
             return io.BytesIO(self.extra[digest])
-        self.opened.append(digest)
         return self.store.open_blob(digest)
 
 

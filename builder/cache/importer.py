@@ -1,6 +1,6 @@
 """``--cache-from``: cache records from registries, OCI layout directories and inline images.
 
-``CacheImport.load`` reads each source's cache document (a cache manifest's
+``CacheImport.start`` reads (in the background) each source's cache document (a cache manifest's
 config, or an image config's inline ``pybuild.cache.v1``), validates it, and
 keeps the records in memory. The solver asks ``adopt(store, key)`` when a key
 is not in the local cache: the record is copied into the store's cache index
@@ -53,18 +53,8 @@ class CacheImport:
     def __init__(self) -> None:
         self.sources: list[_Source] = []
         self.warnings: list[str] = []
-        self.adopted: dict[str, str] = {}  # key -> source description
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self._ready.set()
-        self._thread: threading.Thread | None = None
-
-    @classmethod
-    def load(cls, specs: list[CacheSpec], platform: str, warn: Callable[[str], None],
-             store=None) -> "CacheImport":
-        imp = cls()
-        imp._load_all(specs, platform, warn, store)
-        return imp
 
     @classmethod
     def start(cls, specs: list[CacheSpec], platform: str, warn: Callable[[str], None], store=None,
@@ -72,7 +62,6 @@ class CacheImport:
         """Load in the background (the network round trips overlap the build's own start: parsing,
         hashing the context, resolving the base); every query waits for it."""
         imp = cls()
-        imp._ready.clear()
 
         def work() -> None:
             try:
@@ -81,36 +70,29 @@ class CacheImport:
             finally:
                 imp._ready.set()
 
-        imp._thread = threading.Thread(target=work, name="cache-import", daemon=True)
-        imp._thread.start()
+        threading.Thread(target=work, name="cache-import", daemon=True).start()
         return imp
 
     def wait(self) -> None:
         self._ready.wait()
 
     def _load_all(self, specs: list[CacheSpec], platform: str, warn: Callable[[str], None], store) -> None:
-        imp = self
         for spec in specs:
             try:
                 source = _load_registry(spec, platform, store) if spec.type == "registry" else _load_local(spec)
             except (PybuildError, InvalidCacheError, OSError) as exc:
                 msg = f"importing {spec.describe()}: {exc} (continuing without it)"
-                imp.warnings.append(msg)
+                self.warnings.append(msg)
                 warn(msg)
                 continue
             if source.config.dropped:
                 msg = (f"{spec.describe()}: ignored {len(source.config.dropped)} invalid record(s) or layer(s), "
                        f"e.g. {source.config.dropped[0]}")
-                imp.warnings.append(msg)
+                self.warnings.append(msg)
                 warn(msg)
-            imp.sources.append(source)
+            self.sources.append(source)
             if store is not None and source.location["type"] == "registry":
                 _remember_mount_source(store, source)
-
-    @property
-    def record_count(self) -> int:
-        self.wait()
-        return sum(len(s.config.records) for s in self.sources)
 
     def close(self) -> None:
         self.wait()
@@ -141,8 +123,6 @@ class CacheImport:
             result = record.result()
             result["imported_from"] = source.spec.describe()
             store.cache_put(key, result, [lr.digest for lr in record.state.layers])
-            with self._lock:
-                self.adopted[key] = source.spec.describe()
             return result
         return None
 
