@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.runtime.runtime_support import store_image  # noqa: E402  (the tests' one-layer image helper)
 
 
 def make_rootfs(root: Path) -> None:
@@ -58,25 +60,6 @@ def make_bundle(workdir: Path) -> Path:
     doc["process"]["args"] = ["/bin/true"]
     (bundle / "config.json").write_text(json.dumps(doc))
     return bundle
-
-
-def store_busybox(store_root: Path, rootfs: Path) -> None:
-    import io
-
-    from builder.image.layer_writer import write_layer
-    from builder.image.oci import ContainerConfig, ImageConfig, Platform, RootFS
-    from builder.store import ContentStore
-
-    buf = io.BytesIO()
-    blob = write_layer(rootfs, buf, compression="gzip")
-    buf.seek(0)
-    with ContentStore(store_root) as store:
-        store.put_blob(buf, blob.digest)
-        store.record_layer(blob.digest, blob.diff_id, blob.media_type)
-        host = Platform.host()
-        config = ImageConfig(architecture=host.architecture, os=host.os, config=ContainerConfig(cmd=["sh"]),
-                             rootfs=RootFS(diff_ids=[blob.diff_id]))
-        store.put_image(config, [blob.descriptor()], name="busybox:latest")
 
 
 SCRIPTS = Path(sysconfig.get_path("scripts"))   # --bin replaces it
@@ -134,7 +117,7 @@ def main() -> int:
     try:
         bundle = make_bundle(work)
         store_root = work / "store"
-        store_busybox(store_root, bundle / "rootfs")
+        store_image(store_root, bundle / "rootfs", "busybox:latest", cmd=["sh"])
         state = {name: work / f"state-{name}" for name in ("runc", "crun", "pybuild")}
         crun_wrap = "umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$@\""
         commands = {
