@@ -26,7 +26,10 @@ from builder.frontend import (  # noqa: E402
     DockerfileError, ExpansionScope, expand_from, parse, parse_dockerfile, resolve_meta_args,
 )
 
-CORPUS = REPO.parent / "shared" / "corpus" / "buildkit" / "parser" / "testfiles"
+sys.path.insert(0, str(REPO))
+from tests.conftest import locate_corpus  # noqa: E402  (../shared, $PYBUILD_BUILDKIT_CORPUS, or beside the origin)
+
+CORPUS = locate_corpus() / "parser" / "testfiles"
 
 
 def full(text: bytes | str) -> None:

@@ -28,7 +28,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-CORPUS = REPO.parent / "shared" / "corpus" / "buildkit" / "parser" / "testfiles"
+sys.path.insert(0, str(REPO))
+from tests.conftest import locate_corpus  # noqa: E402  (../shared, $PYBUILD_BUILDKIT_CORPUS, or beside the origin)
+
+CORPUS = locate_corpus() / "parser" / "testfiles"
 ARG_NAMES = ["A", "B", "a_1", "PATH", "TARGETARCH", "HTTP_PROXY", "é", "X9"]
 
 
