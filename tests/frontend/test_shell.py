@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,8 +17,9 @@ from hypothesis import strategies as st
 from builder.errors import PybuildError
 from builder.frontend import shell
 from builder.frontend.shell import ExpansionError, Lexer, envs_from_list
+from tests.conftest import CORPUS
 
-SHELL = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "buildkit" / "shell"
+SHELL = CORPUS / "shell"
 
 # --- reading the corpus ---------------------------------------------------------
 
