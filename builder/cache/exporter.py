@@ -7,6 +7,11 @@ cache config and a manifest; ``export_local`` writes the same as an OCI image
 layout. Both merge with what is already at the destination — records of
 other branches and Dockerfiles stay — unless ``merge=false`` is given.
 ``inline_document`` is the ``type=inline`` form, kept in the image config.
+
+Before writing, this export's records are stamped with the time and, with
+``compression=``, rewritten to layers in that compression (``recompress``);
+the merge then drops older records no build exported within ``max-age`` and
+keeps at most ``max-records`` (``CacheConfig.merge``).
 """
 from __future__ import annotations
 
@@ -15,11 +20,13 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 from builder.cache.format import CONFIG_MEDIA_TYPE, CacheConfig, ExportedRecord
+from builder.cache.recompress import Compression, recompress_records
 from builder.cache.spec import CacheSpec
 from builder.errors import PybuildError
 from builder.image import mediatypes as mt
@@ -38,6 +45,8 @@ class ExportSummary:
     layers: int
     manifest_digest: str
     uploaded: int = 0  # layer blobs sent (the rest existed or were mounted)
+    converted: int = 0  # layer blobs compressed for ``compression=`` by this export
+    dropped: int = 0  # earlier records the merge left out (max-age, max-records)
 
 
 def collect(store, keys: list[str]) -> CacheConfig:
@@ -76,6 +85,31 @@ def _manifest(config_bytes: bytes, config: CacheConfig) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _now() -> float:
+    return time.time()
+
+
+def _prepare(store, config: CacheConfig, spec: CacheSpec, older: CacheConfig | None, where: str,
+             say: Callable[[str], None]) -> tuple[int, int]:
+    """Stamp this export's records, put their layers in the asked compression, then merge the
+    ``older`` document (already at the destination) into it; (layers converted, records dropped)."""
+    now = _now()
+    config.stamp(now)
+    converted = 0
+    if spec.compression is not None:
+        want = Compression(spec.compression, spec.compression_level, spec.force_compression)
+        converted = recompress_records(store, config, want, say).converted
+    if older is None:
+        return converted, 0
+    pruned = config.merge(older, now=now, max_age=spec.max_age, max_records=spec.max_records)
+    message = f"merged {pruned.kept} earlier record(s) from {where}"
+    if pruned.expired or pruned.over_limit:
+        message += (f"; dropped {pruned.expired} not exported within max-age and "
+                    f"{pruned.over_limit} over max-records={spec.max_records}")
+    say(message)
+    return converted, pruned.expired + pruned.over_limit
+
+
 # ------------------------------------------------------------------ registry
 
 
@@ -109,6 +143,7 @@ def export_registry(store, config: CacheConfig, spec: CacheSpec,
 
     ref = parse_reference(spec.attrs["ref"])
     options = load_registry_options(store.root)  # <root>/registries.json, as pybuild push
+    older = None
     if spec.merge:
         transport = Transport(ref.api_host, options)
         try:
@@ -119,14 +154,13 @@ def export_registry(store, config: CacheConfig, spec: CacheSpec,
             if cfg.get("mediaType") == CONFIG_MEDIA_TYPE:
                 older = CacheConfig.from_json(client.fetch_blob_bytes(cfg["digest"], cfg.get("size"), limit=64 << 20),
                                               what=str(ref))
-                config.merge(older)
-                say(f"merged {len(older.records)} earlier record(s) from {ref}")
         except NotFoundError:
             pass
         except (RegistryError, InvalidCacheError, ValueError, KeyError) as exc:
             say(f"not merging with the cache at {ref}: {exc}")
         finally:
             transport.close()
+    converted, dropped = _prepare(store, config, spec, older, str(ref), say)
     config_bytes = config.to_json()
     manifest_bytes = _manifest(config_bytes, config)
     blobs = _Blobs(store, {sha256_digest(config_bytes): config_bytes})
@@ -137,7 +171,8 @@ def export_registry(store, config: CacheConfig, spec: CacheSpec,
     finally:
         sources.close()
     return ExportSummary(str(ref), len(config.records), len(config.layers), result.digest,
-                         uploaded=len([d for d in result.uploaded if d in config.layers]))
+                         uploaded=len([d for d in result.uploaded if d in config.layers]),
+                         converted=converted, dropped=dropped)
 
 
 # ------------------------------------------------------------------ local OCI layout
@@ -153,14 +188,13 @@ def export_local(store, config: CacheConfig, spec: CacheSpec,
     tag = spec.attrs.get("tag", "latest")
     try:
         (directory / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        found = None
         if spec.merge:
             try:
                 found = read_layout_cache(directory, tag)
             except (CacheImportError, InvalidCacheError, OSError, ValueError) as exc:
                 say(f"not merging with the cache in {directory}: {exc}")
-                found = None
-            if found is not None:
-                config.merge(found[0])
+        converted, dropped = _prepare(store, config, spec, found[0] if found else None, str(directory), say)
         uploaded = 0
         for digest in sorted(config.layers):
             target = directory / "blobs" / "sha256" / digest[7:]
@@ -192,7 +226,7 @@ def export_local(store, config: CacheConfig, spec: CacheSpec,
     except OSError as exc:
         raise CacheExportError(f"--cache-to type=local: cannot write {directory}: {exc.strerror or exc}") from None
     return ExportSummary(str(directory), len(config.records), len(config.layers), sha256_digest(manifest_bytes),
-                         uploaded=uploaded)
+                         uploaded=uploaded, converted=converted, dropped=dropped)
 
 
 def _write_atomic(path: Path, src: BinaryIO) -> None:

@@ -7,7 +7,15 @@ push can mount them. The config lists records::
 
     {"schemaVersion": 1,
      "layers": [{"digest": "sha256:…", "size": 123, "mediaType": "…tar+gzip", "diffID": "sha256:…"}],
-     "records": [{"key": "sha256:…", "state": {…StepState JSON…}, "duration_s": 1.5}]}
+     "records": [{"key": "sha256:…", "state": {…StepState JSON…}, "duration_s": 1.5,
+                  "exported": "2026-01-01T00:00:00Z"}],
+     "steps": [{"id": "step:…", "inputs": {…}, "exported": "…"}]}
+
+A record's state names the blobs its layers are in *in the exported cache*
+(``compression=zstd`` rewrites them to the zstd blobs; the diffIDs stay).
+``exported`` is when a build last exported the record, so merges can drop
+what no build has exported for a while (``merge``); documents written before
+it existed have none and still import.
 
 Inline cache uses the same document (without the layer list, the image's own
 layers serve) under the image config key ``pybuild.cache.v1``.
@@ -22,7 +30,8 @@ an image. Pure data and validation, no I/O.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Any
 
 from builder.image import mediatypes as mt
@@ -62,10 +71,20 @@ class ExportedRecord:
     key: str
     state: StepState
     duration_s: float = 0.0
+    exported: float | None = None  # Unix time of the last export that carried it; None: not known
 
     def result(self) -> dict[str, Any]:
         """The record as the solver keeps it in the store's cache index."""
         return {"state": self.state.to_json(), "duration_s": self.duration_s}
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What a merge did with the older document's records."""
+
+    kept: int = 0
+    expired: int = 0  # not exported within max-age
+    over_limit: int = 0  # beyond max-records
 
 
 @dataclass
@@ -75,6 +94,7 @@ class CacheConfig:
     # Portable step identity -> the inputs the exporting build saw (KeyInputs JSON), so a fresh
     # machine can explain a miss ("1 file changed: src/main.py") rather than call every step new.
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    step_exported: dict[str, float] = field(default_factory=dict)  # step identity -> when exported
     dropped: list[str] = field(default_factory=list)  # why records were refused (for warnings)
 
     def add(self, record: ExportedRecord) -> None:
@@ -82,22 +102,51 @@ class CacheConfig:
         for lr in record.state.layers:
             self.layers.setdefault(lr.digest, CacheLayer(lr.digest, lr.size, lr.media_type, lr.diff_id))
 
-    def merge(self, older: "CacheConfig") -> None:
-        """Keep ``older``'s records that this one does not replace (exports merge, not overwrite)."""
-        for key, record in older.records.items():
-            if key not in self.records:
-                self.add(record)
-        for ident, inputs in older.steps.items():
-            self.steps.setdefault(ident, inputs)
+    def replace_records(self, records: list[ExportedRecord]) -> None:
+        """Hold exactly ``records`` (the layer list follows them)."""
+        self.records.clear()
+        self.layers.clear()
+        for record in records:
+            self.add(record)
+
+    def stamp(self, now: float) -> None:
+        """Mark every record and step as exported at ``now`` (this export's own)."""
+        self.replace_records([replace(r, exported=now) for r in self.records.values()])
+        self.step_exported = {ident: now for ident in self.steps}
+
+    def merge(self, older: "CacheConfig", *, now: float, max_age: float | None = None,
+              max_records: int = MAX_RECORDS) -> Pruned:
+        """Keep ``older``'s records that this one does not replace (exports merge, not overwrite),
+        but not those exported more than ``max_age`` seconds before ``now``, and no more than
+        ``max_records`` in all: this document's own first, then the most recently exported.
+
+        A record without a time (a document older than the field) counts as exported now: it
+        ages from the first merge that sees it rather than vanishing at once. A time in the
+        future (a skewed clock, or a hostile document) counts as now, so it cannot live forever.
+        Steps (the inputs that explain misses) are bounded the same way.
+        """
+        times = {key: record.exported for key, record in older.records.items()}
+        fresh, expired = _fresh(times, self.records, now, max_age)
+        fresh.sort(key=lambda kw: (-kw[1], kw[0]))
+        room = max(0, max_records - len(self.records))
+        for key, when in fresh[:room]:
+            self.add(replace(older.records[key], exported=when))
+        steps, _ = _fresh({ident: older.step_exported.get(ident) for ident in older.steps}, self.steps,
+                          now, max_age)
+        steps.sort(key=lambda kw: (-kw[1], kw[0]))
+        for ident, when in steps[:max(0, max_records - len(self.steps))]:
+            self.steps[ident] = older.steps[ident]
+            self.step_exported[ident] = when
+        return Pruned(kept=min(room, len(fresh)), expired=expired, over_limit=max(0, len(fresh) - room))
 
     def to_json(self, *, with_layers: bool = True) -> bytes:
         body: dict[str, Any] = {"schemaVersion": SCHEMA_VERSION}
         if with_layers:
             body["layers"] = [self.layers[d].to_json() for d in sorted(self.layers)]
-        body["records"] = [{"key": r.key, "state": r.state.to_json(), "duration_s": round(r.duration_s, 3)}
-                           for r in sorted(self.records.values(), key=lambda r: r.key)]
+        body["records"] = [_record_json(r) for r in sorted(self.records.values(), key=lambda r: r.key)]
         if self.steps:
-            body["steps"] = [{"id": ident, "inputs": self.steps[ident]} for ident in sorted(self.steps)]
+            body["steps"] = [_step_json(ident, self.steps[ident], self.step_exported.get(ident))
+                             for ident in sorted(self.steps)]
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -141,7 +190,58 @@ class CacheConfig:
                 inputs = _parse_step(raw)
                 if inputs is not None:
                     config.steps[raw["id"]] = inputs
+                    when = parse_time(raw.get("exported"))
+                    if when is not None:
+                        config.step_exported[raw["id"]] = when
         return config
+
+
+def _fresh(times: dict[str, float | None], newer: dict[str, Any], now: float,
+           max_age: float | None) -> tuple[list[tuple[str, float]], int]:
+    """(key, export time) of the older entries (``times``: key -> when exported, None if not
+    known) that ``newer`` does not replace and that are within ``max_age``; and how many were
+    too old."""
+    fresh, expired = [], 0
+    for key, when in times.items():
+        if key in newer:
+            continue
+        when = now if when is None else min(when, now)
+        if max_age is not None and now - when > max_age:
+            expired += 1
+            continue
+        fresh.append((key, when))
+    return fresh, expired
+
+
+def format_time(when: float) -> str:
+    return datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any) -> float | None:
+    """An RFC 3339 UTC time as Unix time; None for anything else (untrusted: never an error)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.timestamp()
+
+
+def _record_json(record: ExportedRecord) -> dict[str, Any]:
+    body = {"key": record.key, "state": record.state.to_json(), "duration_s": round(record.duration_s, 3)}
+    if record.exported is not None:
+        body["exported"] = format_time(record.exported)
+    return body
+
+
+def _step_json(ident: str, inputs: dict[str, Any], exported: float | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": ident, "inputs": inputs}
+    if exported is not None:
+        body["exported"] = format_time(exported)
+    return body
 
 
 def _parse_step(raw: Any) -> dict[str, Any] | None:
@@ -211,7 +311,7 @@ def _parse_record(raw: Any, known: dict[str, CacheLayer]) -> tuple[ExportedRecor
     duration = raw.get("duration_s", 0.0)
     if not isinstance(duration, (int, float)) or isinstance(duration, bool) or duration < 0:
         duration = 0.0
-    return ExportedRecord(key, state, float(duration)), ""
+    return ExportedRecord(key, state, float(duration), parse_time(raw.get("exported"))), ""
 
 
 def _is_str_list(value: Any) -> bool:

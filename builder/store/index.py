@@ -246,6 +246,13 @@ class StoreIndex:
         with self.transaction() as db:
             db.execute("INSERT OR IGNORE INTO layers VALUES (?, ?, ?)", (digest, diff_id, media_type))
 
+    def record_variant(self, digest: str, variant: str, diff_id: str, media_type: str) -> None:
+        """``variant`` holds the layer of blob ``digest`` in another compression: a layer row, and
+        a graph edge so whatever keeps ``digest`` keeps the variant too."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO layers VALUES (?, ?, ?)", (variant, diff_id, media_type))
+            db.execute("INSERT OR IGNORE INTO edges VALUES (?, ?)", (digest, variant))
+
     def forget_blobs(self, digests: list[str]) -> None:
         """Drop graph and layer rows of blobs that garbage collection removed."""
         with self.transaction() as db:

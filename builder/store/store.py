@@ -401,6 +401,14 @@ class ContentStore:
             raise BlobNotFoundError(f"layer {digest} is not in the store")
         self.index.record_layer(digest, diff_id, media_type)
 
+    def record_layer_variant(self, digest: str, variant: str, diff_id: str, media_type: str) -> None:
+        """Record blob ``variant`` as layer ``digest`` recompressed (same diffID, e.g. the zstd blob
+        ``--cache-to compression=zstd`` made): ``index.layer_blobs_for`` finds it, so it is made
+        once, and GC keeps it for as long as ``digest`` is kept."""
+        if not self.has_content(variant):
+            raise BlobNotFoundError(f"layer {variant} is not in the store")
+        self.index.record_variant(digest, variant, diff_id, media_type)
+
     def layer_snapshot(self, layer: str | Descriptor) -> Path:
         """The directory holding one layer unpacked (by diffID or manifest layer descriptor)."""
         from builder.store.snapshots import layer_snapshot

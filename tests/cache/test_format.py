@@ -74,11 +74,103 @@ def test_unusable_documents_are_rejected_whole(document):
         CacheConfig.from_json(document)
 
 
+NOW = 1_800_000_000.0
+DAY = 86400.0
+
+
+def record(char: str, layer: LayerRef | None = None, exported: float | None = None) -> ExportedRecord:
+    state = StepState(key="sha256:" + char * 64, layers=(layer,) if layer else ())
+    return ExportedRecord(state.key, state, exported=exported)
+
+
+def layer(char: str) -> LayerRef:
+    return LayerRef(diff_id="sha256:" + char * 64, digest="sha256:d" + char * 63, size=10,
+                    media_type="application/vnd.oci.image.layer.v1.tar+zstd")
+
+
 def test_merge_keeps_older_records_the_new_export_does_not_replace():
     older = CacheConfig.from_json(json.dumps(sample()))
     newer = CacheConfig()
-    state = StepState(key="sha256:" + "c" * 64)
-    newer.add(ExportedRecord(state.key, state))
-    newer.merge(older)
+    newer.add(record("c"))
+    pruned = newer.merge(older, now=NOW)
     assert set(newer.records) == {"sha256:" + "a" * 64, "sha256:" + "c" * 64}
     assert LAYER.digest in newer.layers
+    assert (pruned.kept, pruned.expired, pruned.over_limit) == (1, 0, 0)
+
+
+def test_export_times_round_trip_and_a_bad_time_is_only_unknown():
+    config = CacheConfig()
+    config.add(record("a", LAYER))
+    config.steps["step:" + "f" * 64] = sample()["steps"][0]["inputs"]
+    config.stamp(NOW)
+    doc = json.loads(config.to_json())
+    assert doc["records"][0]["exported"] == "2027-01-15T08:00:00Z"
+    assert doc["steps"][0]["exported"] == "2027-01-15T08:00:00Z"
+    parsed = CacheConfig.from_json(json.dumps(doc))
+    assert parsed.records["sha256:" + "a" * 64].exported == NOW
+    assert parsed.step_exported == {"step:" + "f" * 64: NOW}
+    for bad in ["yesterday", 12345, None, "2027-01-15T08:00:00", "9" * 100]:
+        doc["records"][0]["exported"] = bad
+        (kept,) = CacheConfig.from_json(json.dumps(doc)).records.values()
+        assert kept.exported is None  # the record is still used; its age is unknown
+
+
+def test_a_merge_drops_records_no_build_exported_within_max_age():
+    older = CacheConfig()
+    older.add(record("a", layer("1"), exported=NOW - 8 * DAY))  # a branch nobody built for 8 days
+    older.add(record("b", layer("2"), exported=NOW - 6 * DAY))
+    older.steps = {"step:old": {"op": "run"}, "step:new": {"op": "run"}}
+    older.step_exported = {"step:old": NOW - 8 * DAY, "step:new": NOW - DAY}
+    newer = CacheConfig()
+    newer.add(record("c", layer("3")))
+    newer.stamp(NOW)
+    pruned = newer.merge(older, now=NOW, max_age=7 * DAY)
+    assert (pruned.kept, pruned.expired) == (1, 1)
+    assert set(newer.records) == {"sha256:" + "b" * 64, "sha256:" + "c" * 64}
+    assert newer.records["sha256:" + "b" * 64].exported == NOW - 6 * DAY  # merging is not exporting
+    # The dropped record's layer is no longer listed (so the manifest no longer holds it).
+    assert set(newer.layers) == {layer("2").digest, layer("3").digest}
+    assert set(newer.steps) == {"step:new"}
+
+
+def test_a_merge_keeps_at_most_max_records_this_exports_first_then_the_newest():
+    older = CacheConfig()
+    for i, char in enumerate("abcde"):
+        older.add(record(char, exported=NOW - (i + 1) * 3600))  # a newest ... e oldest
+    newer = CacheConfig()
+    newer.add(record("f"))
+    newer.add(record("a"))  # replaces the older "a"
+    newer.stamp(NOW)
+    pruned = newer.merge(older, now=NOW, max_records=4)
+    assert set(newer.records) == {"sha256:" + c * 64 for c in "fabc"}
+    assert (pruned.kept, pruned.over_limit) == (2, 2)
+    # This export alone may exceed the cap: its records are never dropped.
+    alone = CacheConfig()
+    for char in "fgh":
+        alone.add(record(char))
+    alone.stamp(NOW)
+    alone.merge(older, now=NOW, max_records=2)
+    assert set(alone.records) == {"sha256:" + c * 64 for c in "fgh"}
+
+
+def test_an_old_document_without_times_imports_and_ages_from_the_first_merge():
+    doc = sample()
+    assert "exported" not in json.dumps(doc)  # sample() never stamps: the format before the field
+    older = CacheConfig.from_json(json.dumps(doc))
+    assert len(older.records) == 1 and older.dropped == []
+    newer = CacheConfig()
+    newer.merge(older, now=NOW, max_age=DAY)
+    (kept,) = newer.records.values()
+    assert kept.exported == NOW  # not dropped at once: it ages from this merge
+    again = CacheConfig()
+    assert again.merge(CacheConfig.from_json(newer.to_json()), now=NOW + 2 * DAY, max_age=DAY).expired == 1
+
+
+def test_a_time_in_the_future_counts_as_now():
+    older = CacheConfig()
+    older.add(record("a", exported=NOW + 1000 * DAY))
+    newer = CacheConfig()
+    newer.merge(older, now=NOW, max_age=DAY)
+    assert newer.records["sha256:" + "a" * 64].exported == NOW
+    later = CacheConfig()
+    assert later.merge(newer, now=NOW + 2 * DAY, max_age=DAY).expired == 1
