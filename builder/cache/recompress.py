@@ -98,12 +98,14 @@ def _in_compression(store, layer: LayerRef, want: Compression, stats: Recompress
 
 
 def _variant(store, diff_id: str, kind: str) -> LayerRef | None:
-    """A blob the store has (or can fetch) holding ``diff_id`` in compression ``kind``."""
-    for digest, media_type in store.index.layer_blobs_for(diff_id):
-        if media_type in mt.FOREIGN_LAYERS or mt.LAYER_COMPRESSION.get(media_type) != kind:
-            continue
+    """A blob holding ``diff_id`` in compression ``kind`` that the store has on disk or, failing
+    that, can fetch (a lazy one, e.g. adopted from a zstd cache: free to push where it lives)."""
+    found = [(digest, media_type) for digest, media_type in store.index.layer_blobs_for(diff_id)
+             if media_type not in mt.FOREIGN_LAYERS and mt.LAYER_COMPRESSION.get(media_type) == kind]
+    for digest, media_type in found:
         if store.has_blob(digest):
             return LayerRef(diff_id, digest, store.blob_size(digest), media_type)
+    for digest, media_type in found:
         remote = store.index.remote_blob(digest)
         if remote is not None:
             return LayerRef(diff_id, digest, remote.size, media_type)

@@ -161,6 +161,24 @@ def test_zstd_local_cache_and_a_second_export_reuses_the_zstd_blobs(machines, ba
     assert (tree / "fetched").read_text() == "run 1\nnumpy==2.0\n"
 
 
+def test_a_machine_built_from_a_zstd_cache_can_export_it_as_gzip_again(machines, base_ref, counter, tmp_path):
+    a, b, c = machines("a"), machines("b"), machines("c")
+    for m in (a, b, c):
+        checkout(m, base_ref, counter.url)
+    image_a, _ = a.build(cache_to=[f"type=local,dest={tmp_path / 'zstd'},mode=max,compression=zstd"])
+    # B's records hold zstd layers (lazy); compression=gzip fetches and converts them back.
+    image_b, _ = b.build(cache_from=[f"type=local,src={tmp_path / 'zstd'}"],
+                         cache_to=[f"type=local,dest={tmp_path / 'gzip'},mode=max,compression=gzip"])
+    index = json.loads((tmp_path / "gzip" / "index.json").read_text())
+    manifest = json.loads((tmp_path / "gzip" / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
+    assert {d["mediaType"] for d in manifest["layers"]} == {mt.OCI_LAYER_GZIP}
+    image_c, report = c.build(cache_from=[f"type=local,src={tmp_path / 'gzip'}"])
+    assert statuses(report) == ["CACHED"] * 8
+    assert counter.hits == 2
+    assert image_a == image_b == image_c
+    assert {media for _, media, _ in image_layers(c, image_c)} == {mt.OCI_LAYER_GZIP}
+
+
 def test_the_zstd_variants_live_as_long_as_the_layers_they_hold(machines, base_ref, counter, tmp_path):
     from builder.store.gc import prune
 
