@@ -39,6 +39,8 @@ class BuildOptions:
     root: Path = Path("/var/lib/pybuild")
     cache_from: list[str] = field(default_factory=list)  # --cache-from values (builder.cache.spec)
     cache_to: list[str] = field(default_factory=list)  # --cache-to values
+    # A ContextWarmup already hashing the context in a helper process (builder.context.warmup).
+    context_warmup: object | None = None
 
 
 def source_date_epoch() -> int | None:
@@ -86,6 +88,7 @@ def run(options: BuildOptions) -> str:
     from builder.store.store import ContentStore
 
     from builder.cache.spec import parse_cache_spec
+    from builder.context.warmup import stages_up_to
 
     outputs = parse_outputs(options.outputs)
     cache_to = [parse_cache_spec(v, export=True) for v in options.cache_to]
@@ -103,7 +106,7 @@ def run(options: BuildOptions) -> str:
         progress = make_progress(options.progress)
         with store.lease():
             ops = BuildOps(store, options, dockerfile, progress, context=context)
-            ops.prefetch(_stages_up_to(dockerfile, options.target))
+            ops.prefetch(stages_up_to(dockerfile, options.target))
             if cache_from:
                 from builder.cache.importer import CacheImport
 
@@ -155,16 +158,6 @@ def run(options: BuildOptions) -> str:
         if cache_import is not None:
             cache_import.close()
         store.close()
-
-
-def _stages_up_to(dockerfile, target: str | None) -> list:
-    """The stages a build of ``target`` may need (those before it in the file, and it)."""
-    stages = list(dockerfile.stages)
-    if target:
-        for i, stage in enumerate(stages):
-            if stage.name == target.lower():
-                return stages[: i + 1]
-    return stages
 
 
 def cache_keys(solver, graph, mode: str) -> list[str]:

@@ -80,10 +80,30 @@ def _dockerfile_path(args: argparse.Namespace) -> Path | None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from builder.build import BuildOptions, run
-
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    warmup = _start_context_warmup(args)
+    try:
+        return _run_build(args, warmup)
+    finally:
+        if warmup is not None:
+            warmup.close()
+
+
+def _start_context_warmup(args: argparse.Namespace):
+    """Start hashing a local context in a helper process before the heavy imports below, so a
+    fresh checkout's files are hashed on the other core meanwhile (builder.context.warmup)."""
+    if args.path == "-" or args.file == "-":
+        return None
+    from builder.context.warmup import start_warmup
+
+    return start_warmup(args.path, _dockerfile_path(args), args.target,
+                        state_root(args) / "cache" / "context")
+
+
+def _run_build(args: argparse.Namespace, warmup) -> int:
+    from builder.build import BuildOptions, run
+
     options = BuildOptions(
         context=args.path,
         dockerfile=_dockerfile_path(args),
@@ -107,6 +127,7 @@ def run_build(args: argparse.Namespace) -> int:
         root=state_root(args),
         cache_from=args.cache_from,
         cache_to=args.cache_to,
+        context_warmup=warmup,
     )
     image_id = run(options)
     if options.progress == "quiet":

@@ -11,15 +11,27 @@
 * ``copy_selection`` (``materialize.py``): write a selection into a staging
   directory, re-checking every file against the digest its cache key used.
 """
-from builder.context.dockerignore import IgnoreMatcher, find_ignore_file, load_ignore, parse_ignore_lines
-from builder.context.errors import BadPattern, ContextError, SourceNotFound, UnsafeArchive
-from builder.context.hashing import FileHasher, HashStats
-from builder.context.metacache import MetadataCache
-from builder.context.materialize import CopyStats, copy_selection
-from builder.context.source import BuildContext, Entry, Selection, SourceMatch, tree_selection
+from importlib import import_module
 
-__all__ = [
-    "BadPattern", "BuildContext", "ContextError", "CopyStats", "copy_selection", "Entry", "FileHasher", "HashStats", "IgnoreMatcher",
-    "MetadataCache", "Selection", "SourceMatch", "SourceNotFound", "UnsafeArchive", "find_ignore_file",
-    "load_ignore", "parse_ignore_lines", "tree_selection",
-]
+# Where each public name lives. Imported on first use (PEP 562), so that a build can start
+# its context warm-up (``builder.context.warmup``) before paying for the rest of the package.
+_HOME = {
+    "IgnoreMatcher": "dockerignore", "find_ignore_file": "dockerignore", "load_ignore": "dockerignore",
+    "parse_ignore_lines": "dockerignore",
+    "BadPattern": "errors", "ContextError": "errors", "SourceNotFound": "errors", "UnsafeArchive": "errors",
+    "FileHasher": "hashing", "HashStats": "hashing",
+    "MetadataCache": "metacache",
+    "CopyStats": "materialize", "copy_selection": "materialize",
+    "BuildContext": "source", "Entry": "source", "Selection": "source", "SourceMatch": "source",
+    "tree_selection": "source",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'builder.context' has no attribute {name!r}")
+    value = getattr(import_module(f"builder.context.{home}"), name)
+    globals()[name] = value
+    return value

@@ -142,6 +142,29 @@ class Selection:
     def total_size(self) -> int:
         return sum(e.size for e in self.entries if e.type == FILE)
 
+    @staticmethod
+    def deferred(root: Path, matches: tuple[SourceMatch, ...], digest: str, files: dict[str, str],
+                 load_entries) -> "Selection":
+        """A selection whose digest and ``files`` are known and whose entries are made by
+        ``load_entries()`` only if something reads them (a cached COPY never does)."""
+        made = _DeferredSelection.__new__(_DeferredSelection)
+        object.__setattr__(made, "root", root)
+        object.__setattr__(made, "matches", matches)
+        object.__setattr__(made, "_load_entries", load_entries)
+        made.__dict__["digest"] = digest  # the cached_properties, already known
+        made.__dict__["files"] = files
+        return made
+
+
+class _DeferredSelection(Selection):
+    def __getattr__(self, name: str):
+        # Only reached for attributes not set yet: ``entries`` until first read.
+        if name != "entries":
+            raise AttributeError(name)
+        entries = tuple(self.__dict__["_load_entries"]())
+        object.__setattr__(self, "entries", entries)
+        return entries
+
 
 class Stat(NamedTuple):
     """The lstat fields a selection uses. A walk keeps one per entry until the entries are
@@ -302,32 +325,39 @@ class BuildContext:
         excludes: Iterable[str] = (),
         parents: bool = False,
         allow_empty_wildcard: bool = True,
+        save: bool = True,
     ) -> Selection:
         """The entries a ``COPY <patterns...> <dest>`` copies (see the module docstring).
 
         ``excludes`` are ``COPY --exclude`` patterns (dockerignore syntax),
         matched against each entry's destination-relative path. ``parents``
         is ``COPY --parents``: entries keep their path from the root, or from
-        a ``/./`` pivot in the source.
+        a ``/./`` pivot in the source. ``save=False`` leaves new digests for the caller to
+        ``hasher.flush``.
         """
         with self._lock:
-            return self._select(list(patterns), list(excludes), parents, allow_empty_wildcard)
+            return self._select(list(patterns), list(excludes), parents, allow_empty_wildcard, save)
 
     def _select(self, patterns: list[str], excludes: list[str], parents: bool,
-                allow_empty_wildcard: bool) -> Selection:
+                allow_empty_wildcard: bool, save: bool) -> Selection:
         exclude = IgnoreMatcher.from_lines([e for e in excludes if e.strip()]) if excludes else None
         raws: list[_Raw] = []
         matches: list[SourceMatch] = []
         for pattern in patterns:
             found = self._select_one(pattern, exclude, parents, allow_empty_wildcard, raws)
             matches.append(found)
-        entries = self._finish(raws)
-        complete = None
-        if exclude is None and any(m.paths == (".",) for m in matches):
-            # The whole tree was walked: the cache can forget files that are gone.
-            complete = {e.source for e in entries if e.type == FILE}
-        self.hasher.flush(complete)
-        return Selection(self.root, tuple(entries), tuple(matches))
+        selection = Selection(self.root, tuple(self._finish(raws)), tuple(matches))
+        if save:
+            self.hasher.flush(self.complete_walk(selection, excludes))
+        return selection
+
+    @staticmethod
+    def complete_walk(selection: Selection, excludes: Iterable[str] = ()) -> set[str] | None:
+        """Every file path of the context, if ``selection`` walked the whole tree (so the
+        metadata cache can forget files that are gone); else None."""
+        if any(e.strip() for e in excludes) or not any(m.paths == (".",) for m in selection.matches):
+            return None
+        return {e.source for e in selection.entries if e.type == FILE}
 
     def tree(self) -> Selection:
         """Everything in the context (what ``COPY . <dest>`` copies)."""

@@ -17,6 +17,7 @@ import stat
 import threading
 from pathlib import Path
 
+from builder.context.warmup import copy_source_keys, is_url as _is_url
 from builder.errors import PybuildError
 from builder.frontend.errors import DockerfileError
 from builder.frontend.instructions import (
@@ -190,20 +191,12 @@ class BuildOps:
         is for exactly the sources it expanded to."""
         if self.context_dir is None:
             return
-        keys = []
-        for stage in stages:
-            for instr in stage.instructions:
-                if not isinstance(instr, CopyInstruction) or getattr(instr, "from_", None) or not instr.sources:
-                    continue
-                words = [*instr.sources, *instr.excludes]
-                if any("$" in w or _is_url(w) for w in words):
-                    continue
-                keys.append((tuple(instr.sources), tuple(instr.excludes), bool(instr.parents)))
+        keys = copy_source_keys(stages)
         if not keys:
             return
         from concurrent.futures import Future
 
-        futures = {key: Future() for key in dict.fromkeys(keys)}
+        futures = {key: Future() for key in keys}
         self._prefetched.update(futures)
 
         def work() -> None:
@@ -212,8 +205,7 @@ class BuildOps:
                     if self._closing.is_set() or not future.set_running_or_notify_cancel():
                         continue
                     try:
-                        future.set_result(self.context().select(list(key[0]), excludes=list(key[1]),
-                                                                parents=key[2]))
+                        future.set_result(self._prefetch_one(key))
                     except BaseException as exc:  # the step that uses it reports it
                         future.set_exception(exc)
             finally:
@@ -223,6 +215,16 @@ class BuildOps:
         # A daemon thread: a build stopped early (an error, Ctrl-C) neither waits for a big
         # context's hashing nor keeps the process alive for it.
         threading.Thread(target=work, name="prefetch", daemon=True).start()
+
+    def _prefetch_one(self, key):
+        context = self.context()
+        warmup = getattr(self.options, "context_warmup", None)
+
+        def select():
+            return context.select(list(key[0]), excludes=list(key[1]), parents=key[2])
+
+        made = warmup.selection(key, context.root, select) if warmup is not None else None
+        return made if made is not None else select()
 
     def close(self) -> None:
         self._closing.set()
@@ -385,6 +387,7 @@ class BuildOps:
                 self._context = BuildContext.from_directory(
                     self.context_dir, dockerfile=self.options.dockerfile,
                     cache_dir=self.store.root / "cache" / "context")
+                self._context.hasher.warmup = getattr(self.options, "context_warmup", None)
             return self._context
 
     def _copy_inputs(self, ctx) -> KeyInputs:
@@ -522,7 +525,7 @@ class BuildOps:
                         reader = _DigestCheckingReader(fh, e.content, e.source)
                         apply_layer(reader, target / posixpath.dirname(e.path), None)
                         reader.finish()
-                selection = type(selection)(selection.root, rest, selection.matches)
+                selection = Selection(selection.root, rest, selection.matches)
         copy_selection(selection, target, chown=owner)
         if chmod is not None:
             # Files and directories the COPY created get the mode (symlinks have none).
@@ -811,10 +814,6 @@ def parse_secrets(specs: list[str]) -> dict[str, bytes]:
         else:
             raise PybuildError(f"invalid --secret {spec!r}: give src=FILE or env=VAR")
     return out
-
-
-def _is_url(s: str) -> bool:
-    return s.startswith(("http://", "https://"))
 
 
 def _url_name(url: str) -> str:

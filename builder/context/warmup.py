@@ -1,0 +1,297 @@
+"""Walk and hash a fresh build context in a second process while the build starts up.
+
+A CI runner's checkout is new to the metadata cache, so every file the
+Dockerfile copies has to be read and hashed before the first COPY has a cache
+key: for 20,000 files that is most of a fully cached build. Started first
+thing, a forked helper process does that work on the other core while this
+process imports the solver, resolves base images and imports cache (threads
+would only take turns on the GIL). It parses the Dockerfile and selects the
+sources of every COPY/ADD without variables, exactly as the build's own
+prefetch does, sends each selection (entries and digests) back through a
+pipe, and then saves the digests in the metadata cache, as a concurrent
+build of the same tree would.
+
+The build uses a selection only for exactly the COPY sources it was made
+for; any other selection walks the context itself (and finds the helper's
+digests in the metadata cache, under the cache's usual stat checks).
+Whatever goes wrong in the helper (a parse error, a missing source, a
+signal) just means the build walks and hashes for itself.
+"""
+from __future__ import annotations
+
+import marshal
+import os
+import signal
+import threading
+import time
+from operator import itemgetter
+from pathlib import Path
+
+# Off with PYBUILD_CONTEXT_WARMUP=0 (e.g. to measure a build without it).
+_ENV = "PYBUILD_CONTEXT_WARMUP"
+# How long a finished build waits for the helper to save its digests before stopping it.
+_SAVE_GRACE_S = 5.0
+
+SourceKey = tuple[tuple[str, ...], tuple[str, ...], bool]  # (sources, excludes, parents) of a COPY
+
+
+def is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def copy_source_keys(stages) -> list[SourceKey]:
+    """``(sources, excludes, parents)`` of every COPY/ADD from the context whose words have no
+    variables (their selection does not depend on build args or the stage's ENV), in order,
+    without repeats."""
+    from builder.frontend.instructions import CopyInstruction
+
+    keys = []
+    for stage in stages:
+        for instr in stage.instructions:
+            if not isinstance(instr, CopyInstruction) or getattr(instr, "from_", None) or not instr.sources:
+                continue
+            words = [*instr.sources, *instr.excludes]
+            if any("$" in w or is_url(w) for w in words):
+                continue
+            keys.append((tuple(instr.sources), tuple(instr.excludes), bool(instr.parents)))
+    return list(dict.fromkeys(keys))
+
+
+def stages_up_to(dockerfile, target: str | None) -> list:
+    """The stages a build of ``target`` may need (those before it in the file, and it)."""
+    stages = list(dockerfile.stages)
+    if target:
+        for i, stage in enumerate(stages):
+            if stage.name == target.lower():
+                return stages[: i + 1]
+    return stages
+
+
+class ContextWarmup:
+    """The build's handle on the helper process."""
+
+    def __init__(self, pid: int, read_fd: int) -> None:
+        self.pid = pid
+        self._root = ""
+        self._selections: dict[SourceKey, tuple] = {}
+        self._digests: dict[str, tuple] = {}
+        self._received = threading.Event()  # the selections are in (or never will be)
+        self._digests_in = threading.Event()  # and every digest it made (or never will be)
+        self._exited = threading.Event()  # the helper has saved its digests and exited
+        self._reap_lock = threading.Lock()
+        # Read as the helper writes, so it never blocks on a full pipe.
+        threading.Thread(target=self._receive, args=(read_fd,), name="context-warmup", daemon=True).start()
+
+    def _receive(self, fd: int) -> None:
+        try:
+            with os.fdopen(fd, "rb") as pipe:
+                message = _read_frame(pipe)
+                if isinstance(message, tuple) and len(message) == 2 and isinstance(message[1], dict):
+                    self._root, self._selections = message
+                self._received.set()
+                digests = _read_frame(pipe)
+                if isinstance(digests, dict):
+                    self._digests = digests
+        except (OSError, ValueError, EOFError, TypeError):
+            pass  # nothing (more) usable: the build walks and hashes for itself
+        finally:
+            self._received.set()
+            self._digests_in.set()
+        self._reap(block=True)
+
+    def selection(self, key: SourceKey, root: Path, reselect):
+        """The helper's ``Selection`` for one COPY's sources in ``root`` (waiting for it), or None.
+
+        It comes with its digest and file map, which is all a cached COPY needs; its entries
+        are made only if the COPY runs, by ``reselect()`` (the build's own walk, which then
+        takes the helper's digests), and must give the same digest.
+        """
+        from builder.context.errors import ContextError
+        from builder.context.source import Selection, SourceMatch
+
+        self._received.wait()
+        made = self._selections.get(key)
+        if made is None or self._root != str(root):
+            return None
+        try:
+            count, sources, fingerprints, matches, digest = made
+            files = dict(zip(_split(sources, count), _split(fingerprints, count)))
+            matches = tuple(SourceMatch(*m) for m in matches)
+        except (TypeError, ValueError):
+            return None
+
+        def entries():
+            walked = reselect()
+            if walked.digest != digest:
+                raise ContextError("the build context changed while this build was reading it; build again")
+            return walked.entries
+
+        return Selection.deferred(root, matches, digest, files, entries)
+
+    def digests(self, timeout: float | None = None) -> dict[str, tuple]:
+        """Every digest the helper knows, ``relpath -> (size, mtime, ctime, inode, device,
+        digest)``, for a walk of the build's own to take where all stat fields still match."""
+        self._digests_in.wait(timeout)
+        return self._digests
+
+    def wait_saved(self, timeout: float | None = None) -> bool:
+        """Wait until the helper has saved its digests in the metadata cache (or is gone)."""
+        return self._exited.wait(timeout)
+
+    def close(self) -> None:
+        """End the helper: let it finish saving (briefly), stop it if it is still walking."""
+        if not (self._received.is_set() and self._exited.wait(_SAVE_GRACE_S)):
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._reap(block=True)
+
+    def _reap(self, block: bool) -> None:
+        with self._reap_lock:
+            if self._exited.is_set():
+                return
+            try:
+                pid, _ = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                pid = self.pid
+            if pid:
+                self._exited.set()
+
+
+def start_warmup(context_dir: Path | str, dockerfile: Path | str, target: str | None,
+                 cache_dir: Path | str) -> ContextWarmup | None:
+    """Parse the Dockerfile and fork the helper for ``context_dir``; None where it cannot
+    safely help (or the Dockerfile copies nothing from the context, or does not parse: the
+    build then says why).
+
+    Only from a single-threaded process (forking one with threads could leave the child
+    holding a lock some other thread had) and only on a machine with a second core.
+    """
+    if os.environ.get(_ENV, "1") == "0" or (os.cpu_count() or 1) < 2:
+        return None
+    if threading.active_count() != 1 or not hasattr(os, "fork"):
+        return None
+    if not os.path.isdir(context_dir):
+        return None
+    # Parsed here rather than in the helper: the build needs the parser anyway, so it is
+    # imported once, and the helper starts walking sooner.
+    from builder.frontend import parse
+
+    try:
+        with open(dockerfile, "rb") as fh:
+            keys = copy_source_keys(stages_up_to(parse(fh.read(), str(dockerfile)), target))
+    except Exception:
+        return None
+    if not keys:
+        return None
+    read_fd, write_fd = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        return None
+    if pid == 0:  # the helper: never returns
+        status = 1
+        try:
+            os.close(read_fd)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the build decides; it stops us
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _die_with_parent()
+            _helper(write_fd, str(context_dir), str(dockerfile), keys, cache_dir)
+            status = 0
+        except BaseException:
+            pass
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    return ContextWarmup(pid, read_fd)
+
+
+def _write_frame(pipe, value) -> None:
+    data = marshal.dumps(value)
+    pipe.write(len(data).to_bytes(8, "little"))
+    pipe.write(data)
+
+
+def _read_frame(pipe):
+    head = pipe.read(8)
+    if len(head) != 8:
+        raise EOFError
+    size = int.from_bytes(head, "little")
+    data = pipe.read(size)
+    if len(data) != size:
+        raise EOFError
+    return marshal.loads(data)
+
+
+_SOURCE, _FINGERPRINT = itemgetter(1), itemgetter(10)  # Entry fields (a test checks the positions)
+
+
+def _split(joined: str, count: int) -> list[str]:
+    """The inverse of NUL-joining ``count`` strings (no path or fingerprint holds a NUL)."""
+    values = joined.split("\0") if count else []
+    if len(values) != count:
+        raise ValueError("column length")
+    return values
+
+
+def _die_with_parent() -> None:
+    """A SIGKILLed build must not leave its helper behind."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before prctl
+        os._exit(1)
+
+
+def _helper(write_fd: int, context_dir: str, dockerfile: str, keys: list[SourceKey], cache_dir) -> None:
+    from builder.context.metacache import MetadataCache
+    from builder.context.source import BuildContext
+
+    # The digests the cache already has are used; new ones are recorded only after the
+    # build has its selections (recording 20,000 of them is not on the build's path).
+    ctx = BuildContext.from_directory(context_dir, dockerfile=dockerfile)
+    cache = MetadataCache(cache_dir)
+    hasher = ctx.hasher
+    # A new store has no cache yet: creating its database is for after the selections.
+    known_before = cache.load_relative(ctx.root) if cache.path.is_file() else {}
+    hasher.preload(known_before)
+    hasher.split_small = True  # this process is single-threaded and the build is mostly waiting
+    started = time.time_ns()
+    selections = {}
+    complete: set[str] | None = None
+    for key in keys:
+        sources, excludes, parents = key
+        try:
+            made = ctx.select(list(sources), excludes=list(excludes), parents=parents)
+        except Exception:
+            continue  # the build meets it again and reports it
+        walked = ctx.complete_walk(made, excludes)
+        if walked is not None:
+            complete = walked
+        # Only what a cached COPY needs: two NUL-joined columns marshal in a few milliseconds
+        # where 20,000 entries as objects would take tens of them, each way.
+        selections[key] = (len(made.entries), "\0".join(map(_SOURCE, made.entries)),
+                           "\0".join(map(_FINGERPRINT, made.entries)),
+                           [(m.pattern, m.paths, m.is_dir, m.types, m.wildcard) for m in made.matches],
+                           made.digest)
+    known = hasher.known()
+    with os.fdopen(write_fd, "wb") as pipe:
+        _write_frame(pipe, (str(ctx.root), selections))
+        pipe.flush()
+        # Then every digest, for a COPY that runs (or one it did not prepare) to walk with.
+        _write_frame(pipe, known)
+    # The build has what it needs; the digests are saved for the builds after it (as of when
+    # reading began, for the racy-file rule).
+    root = str(ctx.root)
+    for rel, entry in known.items():
+        if known_before.get(rel) != entry:
+            cache.record(root, rel, entry[:5], entry[5], started)
+    cache.flush(prune={root: complete} if complete is not None else None)
+    cache.close()
