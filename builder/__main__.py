@@ -1,3 +1,3 @@
-from builder.cli import main
+from builder.cli import console_main
 
-raise SystemExit(main())
+console_main()

@@ -106,5 +106,35 @@ def main(argv: list[str] | None = None) -> int:
         return 70
 
 
+def console_main() -> None:
+    """The ``pybuild`` program: ``main``, then an exit that skips the interpreter's teardown.
+
+    Freeing every object of a build one by one takes ~50 ms that nobody waits for on
+    purpose. Everything a normal exit does that matters still happens first: non-daemon
+    threads are joined (``threading._shutdown``, which also stops thread pools), atexit
+    handlers run and the standard streams are flushed.
+    """
+    status = main()
+    try:
+        import threading
+
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        import atexit
+
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BrokenPipeError:
+                status = status or 141
+            except (OSError, ValueError):
+                pass
+    except BaseException:  # anything odd: leave it to the normal exit
+        raise SystemExit(status)
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console_main()
