@@ -93,83 +93,130 @@ def hash_file(path: str, display: str, expect: os.stat_result | None = None) -> 
     raise ContextError(f"{display!r} in the build context kept changing while being hashed")
 
 
-class _ForkedHasher:
-    """A forked child hashing a list of small files: ``(digest, stat fields or None when
-    unchanged since the walk)`` per file, marshalled back through a pipe."""
+class _SharedHashing:
+    """Many small files hashed by this process and a forked child together.
 
-    def __init__(self, pid: int, fd: int, count: int) -> None:
-        self.pid, self.fd, self.count = pid, fd, count
-        self._expect: list = []
+    The files are cut into chunks; this process claims chunks from the front, the child
+    from the back, each marking a byte in a shared anonymous mapping before starting one,
+    so whichever is faster (the other core may be busy) does more and they meet wherever
+    that is. If both ever take the same chunk it is just hashed twice. The child sends back
+    ``{chunk: [(digest, stat fields or None when unchanged since the walk), ...]}``.
+    """
 
-    @classmethod
-    def start(cls, work: list[tuple[str, str, os.stat_result]]) -> "_ForkedHasher | None":
+    CHUNK = 64
+
+    def __init__(self, work: list[tuple[str, str, "os.stat_result"]]) -> None:
+        import mmap
+
+        self.work = work
+        self.chunks = (len(work) + self.CHUNK - 1) // self.CHUNK
+        self.claims = mmap.mmap(-1, self.chunks)  # MAP_SHARED: the child's marks are seen here
+        self.pid = 0
+        self.fd = -1
+
+    def start(self) -> bool:
+        """Fork the child; False (and nothing started) where it cannot be done safely."""
         import threading
 
         if threading.active_count() != 1:
-            return None
+            return False
         read_fd, write_fd = os.pipe()
         try:
             pid = os.fork()
         except OSError:
             os.close(read_fd)
             os.close(write_fd)
-            return None
+            return False
         if pid == 0:
             status = 1
             try:
                 os.close(read_fd)
                 _die_with_parent()
-                out = []
-                for path, display, expect in work:
-                    try:
-                        digest, st = hash_file(path, display, expect)
-                    except ContextError:
-                        out.append(None)  # the parent tries again and reports it
-                        continue
-                    out.append((digest, None if st is expect else tuple(st[:9]) if isinstance(st, tuple)
-                                else (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
-                                      st.st_ctime_ns, st.st_ino, st.st_dev, st.st_rdev)))
-                with os.fdopen(write_fd, "wb") as pipe:
-                    pipe.write(marshal.dumps(out))
+                self._child(write_fd)
                 status = 0
             finally:
                 os._exit(status)
         os.close(write_fd)
-        forked = cls(pid, read_fd, len(work))
-        forked._expect = [w[2] for w in work]
-        return forked
+        self.pid, self.fd = pid, read_fd
+        return True
 
-    def results(self) -> list:
-        """``(digest, stat)`` per file, in order; None for one the child did not hash."""
+    def _child(self, write_fd: int) -> None:
+        done: dict[int, list] = {}
+        for c in range(self.chunks - 1, -1, -1):
+            if self.claims[c]:
+                break
+            self.claims[c] = 2
+            out = done[c] = []
+            for path, display, expect in self.work[c * self.CHUNK:(c + 1) * self.CHUNK]:
+                try:
+                    digest, st = hash_file(path, display, expect)
+                except ContextError:
+                    out.append(None)  # the parent tries again and reports it
+                    continue
+                out.append((digest, None if st is expect else (
+                    st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                    st.st_ino, st.st_dev, st.st_rdev)))
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(marshal.dumps(done))
+
+    def run(self) -> list:
+        """Hash from the front until meeting the child, then take its chunks; ``(digest, stat)``
+        per file, in order. Files the child could not do are done here (errors raise here)."""
         from builder.context.source import Stat
 
+        results: list = [None] * len(self.work)
+        mine = set()
+        try:
+            for c in range(self.chunks):
+                if self.claims[c]:
+                    break
+                self.claims[c] = 1
+                mine.add(c)
+                base = c * self.CHUNK
+                for n, (path, display, expect) in enumerate(self.work[base:base + self.CHUNK]):
+                    results[base + n] = hash_file(path, display, expect)
+            theirs = self._collect()
+        finally:
+            self.stop()
+        for c in range(self.chunks):
+            if c in mine:
+                continue
+            base = c * self.CHUNK
+            got = theirs.get(c)
+            for n, (path, display, expect) in enumerate(self.work[base:base + self.CHUNK]):
+                r = got[n] if isinstance(got, list) and n < len(got) else None
+                if r is None:
+                    results[base + n] = hash_file(path, display, expect)
+                else:
+                    results[base + n] = (r[0], expect if r[1] is None else Stat(*r[1]))
+        return results
+
+    def _collect(self) -> dict:
         chunks = []
         try:
             with os.fdopen(self.fd, "rb") as pipe:
+                self.fd = -1
                 while chunk := pipe.read(1 << 20):
                     chunks.append(chunk)
-            out = marshal.loads(b"".join(chunks)) if chunks else None
+            out = marshal.loads(b"".join(chunks)) if chunks else {}
         except (OSError, ValueError, EOFError, TypeError):
-            out = None
-        finally:
-            self._reap()
-        if not isinstance(out, list) or len(out) != self.count:
-            return [None] * self.count
-        return [None if r is None else (r[0], self._expect[n] if r[1] is None else Stat(*r[1]))
-                for n, r in enumerate(out)]
+            out = {}
+        return out if isinstance(out, dict) else {}
 
     def stop(self) -> None:
-        try:
-            os.kill(self.pid, 9)
-        except ProcessLookupError:
-            pass
-        self._reap()
-
-    def _reap(self) -> None:
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.pid:
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+            self.pid = 0
 
 
 def _die_with_parent() -> None:
@@ -195,8 +242,8 @@ class FileHasher:
         self._known: dict[str, tuple] | None = None
         # A ContextWarmup (see warmup.py) whose digests are tried before reading any file.
         self.warmup = None
-        # Hash half of many small files in a forked process: for a single-threaded process
-        # with a core to spare (the warm-up helper), where threads would queue on the GIL.
+        # Share many small files with a forked process: for a single-threaded process with a
+        # core to spare (the warm-up helper), where threads would queue on the GIL.
         self.split_small = False
 
     def preload(self, known: dict[str, tuple]) -> None:
@@ -258,15 +305,12 @@ class FileHasher:
         big = [i for i in misses if files[i][1].st_size >= PARALLEL_FROM]
         small = [i for i in misses if files[i][1].st_size < PARALLEL_FROM]
         pool = None
-        forked = None
-        forked_part: list[int] = []
+        shared = None
         if self.split_small and len(small) >= SPLIT_FROM:
-            # Before any thread starts: forking is only safe from a single-threaded process.
-            forked_part, small = small[len(small) // 2:], small[: len(small) // 2]
-            forked = _ForkedHasher.start([(prefix + files[i][0], files[i][0], files[i][1]) for i in forked_part])
-            if forked is None:
-                small += forked_part
-                forked_part = []
+            # Forked before any thread starts: forking is only safe from a single-threaded process.
+            shared = _SharedHashing([(prefix + files[i][0], files[i][0], files[i][1]) for i in small])
+            if not shared.start():
+                shared = None
         try:
             if len(big) > 1 and self.workers > 1:
                 pool = ThreadPoolExecutor(max_workers=min(self.workers, len(big)))
@@ -274,21 +318,19 @@ class FileHasher:
             else:
                 futures = []
                 small = big + small
-            for i in small:
-                results[i] = hash_file(prefix + files[i][0], files[i][0], files[i][1])
-            if forked is not None:
-                # The other half, from the other process; what it could not do is done here.
-                for i, done in zip(forked_part, forked.results()):
-                    results[i] = done if done is not None else hash_file(prefix + files[i][0], files[i][0],
-                                                                           files[i][1])
-                forked = None
+            if shared is not None:
+                for i, done in zip(small, shared.run()):
+                    results[i] = done
+            else:
+                for i in small:
+                    results[i] = hash_file(prefix + files[i][0], files[i][0], files[i][1])
             for i, future in futures:
                 results[i] = future.result()
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
-            if forked is not None:
-                forked.stop()
+            if shared is not None:
+                shared.stop()
 
         now = time.time_ns()
         known = self._memo()
