@@ -31,6 +31,7 @@ import stat
 import threading
 from dataclasses import dataclass
 from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO, Iterable, Mapping, NamedTuple
 
@@ -48,6 +49,10 @@ _DIGEST_VERSION = b"pybuild.context/v1"
 
 _KINDS = {stat.S_IFREG: FILE, stat.S_IFDIR: DIR, stat.S_IFLNK: SYMLINK, stat.S_IFIFO: FIFO,
           stat.S_IFCHR: CHAR, stat.S_IFBLK: BLOCK}
+
+
+_NAME = attrgetter("name")
+_new_tuple = tuple.__new__
 
 
 def _kind(mode: int) -> str | None:
@@ -181,9 +186,12 @@ class Stat(NamedTuple):
     st_rdev: int
 
 
+_SLIM_FIELDS = attrgetter(*Stat._fields)
+
+
 def slim(st: os.stat_result) -> Stat:
-    return Stat(st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
-                st.st_dev, st.st_rdev)
+    # Built in C (attrgetter, tuple.__new__): the walk makes one per entry.
+    return tuple.__new__(Stat, _SLIM_FIELDS(st))
 
 
 # An entry before its content is hashed: (dest path, source relpath, lstat, type, linkname).
@@ -522,7 +530,7 @@ class BuildContext:
     def _list_dir(self, rel: str) -> list[os.DirEntry]:
         try:
             with os.scandir(self._abs(rel)) as it:
-                return sorted(it, key=lambda d: d.name)
+                return sorted(it, key=_NAME)
         except OSError as exc:
             err = ContextError(f"cannot read directory {rel!r} in the build context: {exc.strerror}")
             err.hint = "make it readable, or exclude it in .dockerignore"
@@ -564,7 +572,7 @@ class BuildContext:
                 cst = slim(child.stat(follow_symlinks=False))
             except FileNotFoundError:
                 continue  # removed while walking
-            kind = _kind(cst.st_mode)
+            kind = _KINDS.get(cst.st_mode & 0o170000)  # _kind, inlined: once per entry
             if kind is None:
                 continue  # sockets are not part of a context
             if kind == DIR:
@@ -602,8 +610,14 @@ class BuildContext:
                 content, st = hashed[n]
                 hashed[n] = None
                 n += 1
-                size = st.st_size
-            elif kind == CHAR or kind == BLOCK:
+                mode = st.st_mode & 0o7777
+                uid, gid = st.st_uid, st.st_gid
+                # fingerprint() and Entry() inlined (tuple.__new__ is C): the common case,
+                # made tens of thousands of times.
+                append(_new_tuple(Entry, (dest, source, FILE, mode, uid, gid, st.st_size, linkname, 0, content,
+                                          f"file {mode:o} {uid}:{gid} {content}")))
+                continue
+            if kind == CHAR or kind == BLOCK:
                 rdev = st.st_rdev
             mode = st.st_mode & 0o7777
             uid, gid = st.st_uid, st.st_gid
