@@ -170,3 +170,39 @@ def test_a_cli_build_with_and_without_the_helper_makes_the_same_image(tmp_path: 
     assert with_helper.startswith("sha256:") and with_helper == without
     # The helper saved digests into the store's metadata cache, as the build itself would.
     assert MetadataCache(tmp_path / "a" / "cache" / "context").path.is_file()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has stopped; only its parent's wait is missing
+
+
+def test_a_killed_build_leaves_no_helper_hashing(tmp_path: Path) -> None:
+    files = {f"d{i // 500}/f{i}": os.urandom(4096) for i in range(20000)}
+    files["Dockerfile"] = "FROM scratch\nCOPY . /\n"
+    context = make_tree(tmp_path / "ctx", files)
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "--root", str(tmp_path / "root"), "build",
+                             "-q", str(context)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    helpers: list[int] = []
+    deadline = time.monotonic() + 30
+    while not helpers and time.monotonic() < deadline and proc.poll() is None:
+        helpers = _children(proc.pid)
+        time.sleep(0.002)
+    assert helpers, "the build should have started its helper"
+    helpers += [g for h in helpers for g in _children(h)]  # and the helper's own helper, if any
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(h) for h in helpers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(_alive(h) for h in helpers)
