@@ -138,28 +138,12 @@ class _SharedHashing:
 
     def start(self) -> bool:
         """Fork the child; False (and nothing started) where it cannot be done safely."""
-        import threading
+        from builder.context.forked import fork_worker
 
-        if threading.active_count() != 1:
+        started = fork_worker(self._child)
+        if started is None:
             return False
-        read_fd, write_fd = os.pipe()
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(read_fd)
-            os.close(write_fd)
-            return False
-        if pid == 0:
-            status = 1
-            try:
-                os.close(read_fd)
-                _die_with_parent()
-                self._child(write_fd)
-                status = 0
-            finally:
-                os._exit(status)
-        os.close(write_fd)
-        self.pid, self.fd = pid, read_fd
+        self.pid, self.fd = started
         return True
 
     def _child(self, write_fd: int) -> None:
@@ -226,31 +210,14 @@ class _SharedHashing:
         return out if isinstance(out, dict) else {}
 
     def stop(self) -> None:
+        from builder.context.forked import stop
+
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
         if self.pid:
-            try:
-                os.kill(self.pid, 9)
-            except ProcessLookupError:
-                pass
-            try:
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
+            stop(self.pid)
             self.pid = 0
-
-
-def _die_with_parent() -> None:
-    """A forked helper must not outlive the process it works for."""
-    import signal
-
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class FileHasher:

@@ -194,44 +194,13 @@ def start_warmup(context_dir: Path | str, dockerfile: Path | str, target: str | 
     if not keys:
         return None
     import builder.context.source  # noqa: F401  (the build needs it too: imported once, before the fork)
+    from builder.context.forked import fork_worker
 
-    read_fd, write_fd = os.pipe()
-    _widen_pipe(write_fd)
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read_fd)
-        os.close(write_fd)
+    started = fork_worker(lambda fd: _helper(fd, str(context_dir), str(dockerfile), keys, cache_dir),
+                          pipe_bytes=4 << 20)
+    if started is None:
         return None
-    if pid == 0:  # the helper: never returns
-        status = 1
-        try:
-            os.close(read_fd)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the build decides; it stops us
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            _die_with_parent()
-            _helper(write_fd, str(context_dir), str(dockerfile), keys, cache_dir)
-            status = 0
-        except BaseException:
-            pass
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    return ContextWarmup(pid, read_fd)
-
-
-def _widen_pipe(fd: int) -> None:
-    """A pipe that holds a selection (megabytes) in a few writes, not sixteen per 64 KiB each
-    waiting for the reader to be scheduled."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4 << 20)
-    except OSError:
-        try:
-            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-        except OSError:
-            pass  # the default size works, only slower
+    return ContextWarmup(*started)
 
 
 def _write_frame(pipe, value) -> None:
@@ -260,19 +229,6 @@ def _split(joined: str, count: int) -> list[str]:
     if len(values) != count:
         raise ValueError("column length")
     return values
-
-
-def _die_with_parent() -> None:
-    """A SIGKILLed build must not leave its helper behind."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:  # the parent died before prctl
-        os._exit(1)
 
 
 def _helper(write_fd: int, context_dir: str, dockerfile: str, keys: list[SourceKey], cache_dir) -> None:
