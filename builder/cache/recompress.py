@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -127,12 +128,12 @@ def _recompress(store, layer: LayerRef, want: Compression) -> LayerRef:
         with store.open_blob(layer.digest) as blob, store.blob_writer() as writer:
             tar = open_layer_stream(blob, layer.media_type)
             try:
-                packed = compressor(writer, want.kind, want.level)
-                hasher = hashlib.sha256()
-                while data := tar.read(_CHUNK):
-                    hasher.update(data)
-                    packed.write(data)
-                packed.close()
+                # closing() also on a failure: the codecs' worker threads must not outlive it
+                with closing(compressor(writer, want.kind, want.level)) as packed:
+                    hasher = hashlib.sha256()
+                    while data := tar.read(_CHUNK):
+                        hasher.update(data)
+                        packed.write(data)
             finally:
                 tar.close()
             if "sha256:" + hasher.hexdigest() != layer.diff_id:
