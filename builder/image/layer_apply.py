@@ -29,7 +29,12 @@ being applied are never removed by its own whiteouts, wherever they appear.
 
 Speed: extraction of small-file trees is bound by per-entry work, so a regular
 file below an already-resolved directory takes a short path (create, one
-write, mtime, close); decompression and reading run on a helper thread.
+write, mtime, close); decompression and reading run on a helper thread. In a
+big layer, small files in directories this apply created are handed to a helper
+process (``extract_helper``) that creates them on another core while this one
+parses, when a core is free (a decompressing thread takes one); it waits for the
+helper before anything that could depend on those files ($PYBUILD_EXTRACT_HELPER:
+``auto``, ``off``, or ``always`` for tests).
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ from typing import BinaryIO, Callable
 
 from builder.image.compress import ReadAhead, open_layer_stream, read_ahead
 from builder.image.errors import LayerError
+from builder.image.extract_helper import CHMOD, CHOWN, FileCreator
 from builder.image.layer_writer import OPAQUE_MARKER, OVERLAY_XATTR_PREFIXES, WHITEOUT_PREFIX
 from builder.image import tarreader as tr
 from builder.image.tarreader import TarMember, TarReader
@@ -58,6 +64,10 @@ MAX_BYTES_ENV = "PYBUILD_MAX_EXTRACT_BYTES"
 MAX_ENTRIES_ENV = "PYBUILD_MAX_EXTRACT_ENTRIES"
 DEFAULT_MAX_BYTES = 64 << 30
 DEFAULT_MAX_ENTRIES = 4_000_000
+HELPER_ENV = "PYBUILD_EXTRACT_HELPER"
+HELPER_AFTER = 256   # small files seen before the helper process is worth starting
+# New entries of these types neither depend on nor disturb files queued to the helper.
+_INDEPENDENT_TYPES = (tr.DIRECTORY, tr.REGULAR, tr.SYMLINK)
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,7 @@ def apply_layer(blob: BinaryIO, target: str | os.PathLike, media_type: str | Non
         direct = isinstance(stream, (ReadAhead, io.BufferedReader, io.FileIO, io.BytesIO))
         source = stream if direct else read_ahead(stream)
         try:
-            applier.run(_CheckedReader(source))
+            applier.run(_CheckedReader(source), threaded=isinstance(source, ReadAhead))
         finally:
             if source is not stream:
                 source.close()
@@ -216,8 +226,14 @@ class _Applier:
         self.limits = limits
         self.stats = ApplyStats()
         self.dirs: dict[str, str] = {"": root}   # relative dir → real path, resolved in scope
-        # A member name's literal parent part → (clean relative dir, real path): the short path.
-        self.parents: dict[str, tuple[str, str]] = {"": ("", root)}
+        # A member name's literal parent part → (clean relative dir, real path, whether that
+        # path is the root plus the relative dir, i.e. reached through no symlink): the short path.
+        self.parents: dict[str, tuple[str, str, bool]] = {"": ("", root, True)}
+        # Directories this apply made that hold only entries named without symlinks (so
+        # ``created`` tells what is in them): files there may go to the helper process.
+        self.fresh: set[str] = set()
+        self.helper: FileCreator | None = None
+        self.helper_mode = _helper_mode()
         self.depth: dict[str, int] = {root: 0}   # real path → levels below the root
         self.created: set[str] = set()           # entries of this layer (whiteouts spare them)
         self.dir_meta: list[tuple[str, int, int]] = []  # (path, mode, mtime), set at the end
@@ -227,13 +243,23 @@ class _Applier:
         self.umask = _current_umask()
         self.setgid_dirs: set[str] = set()
 
-    def run(self, stream: BinaryIO) -> None:
+    def run(self, stream: BinaryIO, threaded: bool = False) -> None:
+        """Extract ``stream``; ``threaded``: it is produced on a thread (which takes a core)."""
+        if self.helper_mode == "auto" and _usable_cpus() < 2 + threaded:
+            self.helper_mode = "off"  # no core to spare: the helper would only add work
         reader = TarReader(stream)
         self.entries = self.bytes = 0
         try:
-            self._extract(reader)
+            try:
+                self._extract(reader)
+            finally:
+                self.stats.entries, self.stats.bytes = self.entries, self.bytes
+            if self.helper is not None:
+                self.helper.close()  # every file made (or its failure raised) before what follows
         finally:
-            self.stats.entries, self.stats.bytes = self.entries, self.bytes
+            if self.helper is not None:
+                self.helper.stop()
+                self.helper = None
         for rel in self.opaque:
             self._apply_opaque(rel)
         # Directory modes and mtimes last: a read-only directory must still take its
@@ -252,7 +278,8 @@ class _Applier:
 
         The short path does what ``_member``/``_regular`` would, minus the lookups it
         can skip: the parent is found by the name's literal parent part in
-        ``self.parents``, filled by the careful path and by directory entries.
+        ``self.parents``, filled by the careful path and by directory entries. A new
+        name in a fresh directory may instead be queued to the helper process.
         """
         max_entries, max_bytes = self.limits.max_entries, self.limits.max_bytes
         parents, created_add, member = self.parents, self.created.add, self._member
@@ -265,6 +292,10 @@ class _Applier:
         create = _CREATE
         TarMember = tr.TarMember
         entries, total = self.entries, self.bytes
+        created, fresh = self.created, self.fresh
+        want_helper = self.helper_mode != "off"
+        helper_after = 0 if self.helper_mode == "always" else HELPER_AFTER
+        offer, eligible = None, 0
         try:
             for m in reader.entries():
                 entries += 1
@@ -290,12 +321,29 @@ class _Applier:
                 total += size
                 if total > max_bytes:
                     self._too_big(name)
-                rel_parent, parent = known
+                rel_parent, parent, literal = known
                 rel = name if rel_parent == raw_parent else (f"{rel_parent}/{base}" if rel_parent else base)
                 mode &= 0o7777
                 if mode & drop_setid:
                     mode = self._drop_setid(name, mode)
                 path = f"{parent}/{base}"
+                chown = same_owner and (uid != my_uid or gid != my_gid or parent in setgid_dirs)
+                if literal and rel not in created:  # nothing there, nor queued to the helper
+                    if parent in fresh:
+                        if offer is not None:
+                            if offer(path, data, mode, CHOWN * chown | CHMOD * bool(mode & chmod_bits),
+                                     uid, gid, mtime):
+                                created_add(rel)
+                                continue
+                        elif want_helper:
+                            eligible += 1
+                            if eligible > helper_after:
+                                want_helper = False
+                                offer = self._start_helper()
+                else:
+                    self._settle()  # the name may be a queued file's
+                    if not literal:
+                        fresh.discard(parent)
                 created_add(rel)
                 try:
                     fd = open_(path, create, mode & 0o777)
@@ -307,7 +355,7 @@ class _Applier:
                         done = write(fd, data)
                         if done < len(data):
                             _write_all(fd, memoryview(data)[done:])
-                    if same_owner and (uid != my_uid or gid != my_gid or parent in setgid_dirs):
+                    if chown:
                         fchown(fd, uid, gid)
                     if mode & chmod_bits:  # after chown, which clears set-ID bits
                         fchmod(fd, mode)
@@ -316,6 +364,19 @@ class _Applier:
                     close(fd)
         finally:
             self.entries, self.bytes = entries, total
+
+    def _start_helper(self) -> Callable[..., bool] | None:
+        self.helper = FileCreator.start(wait=self.helper_mode == "always")
+        return None if self.helper is None else self.helper.offer
+
+    def _settle(self) -> None:
+        """Wait for the files queued to the helper: what comes next may depend on them."""
+        if self.helper is not None and self.helper.busy:
+            self.helper.sync()
+
+    def _literal(self, rel: str) -> str:
+        """The real path of ``rel`` if no symlink is on the way."""
+        return f"{self.root}/{rel}" if rel else self.root
 
     def _too_big(self, name: str) -> None:
         raise LayerError(f"refusing layer entry {_shown(name)}: the layer's files exceed "
@@ -360,7 +421,14 @@ class _Applier:
             except FileNotFoundError:
                 if not create:
                     return None
+                if self.helper is not None and self.helper.busy:
+                    self._settle()  # a queued file may be about to appear there: look again
+                    pending.append(comp)
+                    continue
                 os.mkdir(path, 0o755)
+                # ``created`` does not list it: its directory no longer holds only what it lists.
+                self.fresh.discard(os.path.join(self.root, *real))
+                self.fresh.add(path)
                 real.append(comp)
                 continue
             if stat.S_ISLNK(st.st_mode):
@@ -391,16 +459,20 @@ class _Applier:
         self.dirs.clear()
         self.dirs[""] = self.root
         self.parents.clear()
-        self.parents[""] = ("", self.root)
+        self.parents[""] = ("", self.root, True)
         self.depth.clear()
         self.depth[self.root] = 0
         self.setgid_dirs.clear()
+        self.fresh.clear()
 
     def _remove(self, path: str) -> None:
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             return
+        if self.helper is not None and self.helper.busy:
+            self._settle()  # a directory may hold queued files: they come first, then go
+            st = os.lstat(path)
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(path)
             self._forget_dirs()
@@ -417,14 +489,20 @@ class _Applier:
             return  # the root itself: the target's own metadata is not the layer's to change
         parent_rel, _, base = rel.rpartition("/")
         if base.startswith(WHITEOUT_PREFIX):
+            self._settle()
             self._whiteout(parent_rel, base)
             return
         parent = self._dir(parent_rel, create=True, entry=m.name)
         path = f"{parent}/{base}"
+        literal = parent == self._literal(parent_rel)
+        if not literal:
+            self.fresh.discard(parent)  # it gets an entry ``created`` does not name as in it
+        if not (literal and m.type in _INDEPENDENT_TYPES and rel not in self.created):
+            self._settle()
         self.created.add(rel)
         raw_parent, _, raw_base = m.name.rpartition("/")
         if raw_base == base:  # the name's parent part cleans to parent_rel
-            self.parents[raw_parent] = (parent_rel, parent)
+            self.parents[raw_parent] = (parent_rel, parent, literal)
         if m.type == tr.DIRECTORY:
             self._directory(rel, parent, path, m)
         elif m.type == tr.REGULAR:
@@ -446,12 +524,14 @@ class _Applier:
         try:
             os.mkdir(path, 0o700)
             setgid = parent in self.setgid_dirs  # a new directory inherits set-group-ID
+            self.fresh.add(path)
         except FileExistsError:
             st = os.lstat(path)
             if not stat.S_ISDIR(st.st_mode):
                 self._remove(path)
                 os.mkdir(path, 0o700)
                 setgid = parent in self.setgid_dirs
+                self.fresh.add(path)
             else:
                 setgid = bool(st.st_mode & stat.S_ISGID)
         self._owner(path, m)
@@ -459,7 +539,7 @@ class _Applier:
         self.dir_meta.append((path, m.mode & 0o7777, int(m.mtime)))
         # A real directory now: entries below it resolve without looking again.
         self.dirs[rel] = path
-        self.parents[rel] = (rel, path)
+        self.parents[rel] = (rel, path, path == self._literal(rel))
         self.depth[path] = depth
         if setgid:
             self.setgid_dirs.add(path)
@@ -605,6 +685,20 @@ def _human(n: int) -> str:
         if n >= size and n % size == 0:
             return f"{n // size} {unit}"
     return f"{n} bytes"
+
+
+def _helper_mode() -> str:
+    text = os.environ.get(HELPER_ENV, "").strip().lower() or "auto"
+    if text not in ("auto", "off", "always"):
+        raise LayerError(f"${HELPER_ENV}={text!r}: choose auto, off or always")
+    return text
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _current_umask() -> int:
