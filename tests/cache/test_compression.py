@@ -61,8 +61,9 @@ def test_zstd_registry_cache_builds_an_empty_machine_and_its_push_is_valid(
     assert {d["digest"] for d in manifest["layers"]} == set(listed)
     by_type = {}
     for desc in manifest["layers"]:
-        assert listed[desc["digest"]]["mediaType"] == desc["mediaType"] and listed[desc["digest"]]["size"] == desc["size"]
-        by_type.setdefault(listed[desc["digest"]]["diffID"] == base_diff, set()).add(desc["mediaType"])
+        entry = listed[desc["digest"]]
+        assert (entry["mediaType"], entry["size"]) == (desc["mediaType"], desc["size"])
+        by_type.setdefault(entry["diffID"] == base_diff, set()).add(desc["mediaType"])
     assert by_type == {True: {mt.OCI_LAYER_GZIP}, False: {mt.OCI_LAYER_ZSTD}}, \
         "the build's own layers are zstd; the base image's stay as its registry has them"
     for rec in document["records"]:
@@ -217,6 +218,7 @@ def test_a_corrupt_stored_layer_fails_the_export_with_one_line(machines, base_re
     data[len(data) // 2] ^= 0xFF
     path.chmod(0o644)
     path.write_bytes(bytes(data))
-    with pytest.raises(PybuildError, match="exporting the build cache .*cannot compress it as zstd|does not unpack") as exc:
+    with pytest.raises(PybuildError, match="exporting the build cache .*(cannot compress it as zstd|does not unpack)") \
+            as exc:
         a.build(cache_to=[f"type=local,dest={tmp_path / 'c'},compression=zstd"])
     assert "\n" not in str(exc.value)
