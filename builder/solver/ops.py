@@ -525,6 +525,8 @@ class BuildOps:
                         reader = _DigestCheckingReader(fh, e.content, e.source)
                         apply_layer(reader, target / posixpath.dirname(e.path), None)
                         reader.finish()
+                from builder.context.source import Selection
+
                 selection = Selection(selection.root, rest, selection.matches)
         copy_selection(selection, target, chown=owner)
         if chmod is not None:
