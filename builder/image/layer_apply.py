@@ -245,7 +245,7 @@ class _Applier:
 
     def run(self, stream: BinaryIO, threaded: bool = False) -> None:
         """Extract ``stream``; ``threaded``: it is produced on a thread (which takes a core)."""
-        if self.helper_mode == "auto" and _usable_cpus() < 2 + threaded:
+        if self.helper_mode == "auto" and _spare_cpus() - threaded < 1:
             self.helper_mode = "off"  # no core to spare: the helper would only add work
         reader = TarReader(stream)
         self.entries = self.bytes = 0
@@ -694,11 +694,21 @@ def _helper_mode() -> str:
     return text
 
 
-def _usable_cpus() -> int:
+def _spare_cpus() -> float:
+    """Cores not busy besides this process: usable ones, less the load of the last minute.
+
+    The helper process costs a third more work in all, which pays only on a core
+    that would otherwise idle; on a busy machine it would slow the apply down.
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        others = max(os.getloadavg()[0] - 1, 0)  # this process is one of the runnable ones
+    except OSError:
+        others = 0
+    return cpus - 1 - others + 0.5  # a core half busy still helps
 
 
 def _current_umask() -> int:

@@ -206,7 +206,7 @@ def test_auto_starts_the_helper_only_for_big_layers(tmp_path, monkeypatch):
     started = []
     start = FileCreator.start
     monkeypatch.setattr(FileCreator, "start", lambda wait=False: started.append(1) or start(wait))
-    monkeypatch.setattr(layer_apply, "_usable_cpus", lambda: 2)
+    monkeypatch.setattr(layer_apply, "_spare_cpus", lambda: 1.0)
     monkeypatch.delenv(layer_apply.HELPER_ENV, raising=False)
     small = make_tar([_dir("d/")] + [_file(f"d/f{i}", b"x") for i in range(layer_apply.HELPER_AFTER)])
     (tmp_path / "small").mkdir()
@@ -217,11 +217,24 @@ def test_auto_starts_the_helper_only_for_big_layers(tmp_path, monkeypatch):
     apply_layer(io.BytesIO(big), tmp_path / "big", mt.OCI_LAYER_TAR)
     assert started == [1]
     assert len(os.listdir(tmp_path / "big" / "d")) == layer_apply.HELPER_AFTER + 50
-    # A decompressing thread takes the spare core of a two-core machine: no helper then.
+    # A decompressing thread takes the spare core: no helper then.
     started.clear()
     (tmp_path / "gz").mkdir()
     apply_layer(io.BytesIO(gzip.compress(big)), tmp_path / "gz", mt.OCI_LAYER_GZIP)
     assert started == []
+    # Nor on a busy machine.
+    monkeypatch.setattr(layer_apply, "_spare_cpus", lambda: 0.5)
+    (tmp_path / "busy").mkdir()
+    apply_layer(io.BytesIO(big), tmp_path / "busy", mt.OCI_LAYER_TAR)
+    assert started == []
+
+
+def test_spare_cores_count_the_load_of_others(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 0, 0))  # this apply alone
+    assert layer_apply._spare_cpus() == 1.5
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.2, 0, 0))  # another build besides
+    assert layer_apply._spare_cpus() < 1
 
 
 def test_the_helper_runs_without_the_package_on_its_path():
