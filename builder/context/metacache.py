@@ -49,6 +49,14 @@ def is_racy(key: StatKey, now_ns: int) -> bool:
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS trees (root TEXT PRIMARY KEY, files BLOB NOT NULL) WITHOUT ROWID"
 
+_BUSY_WAIT_S = 10.0  # how long opening waits out another process's lock
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc) or "busy" in str(exc)
+
+
 # root-relative path -> (size, mtime_ns, ctime_ns, ino, dev, digest)
 _Record = dict[str, tuple[int, int, int, int, int, str]]
 
@@ -75,13 +83,23 @@ class MetadataCache:
         if self._db is not None:
             return self._db
         self.directory.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = self._open()
-        except sqlite3.DatabaseError:
-            # Damaged or foreign file: keep it for inspection and start afresh.
-            os.replace(self.path, self.path.with_name(f"metadata.damaged-{time.time_ns()}"))
-            self._db = self._open()
-        return self._db
+        deadline = time.monotonic() + _BUSY_WAIT_S
+        while True:
+            try:
+                self._db = self._open()
+                return self._db
+            except sqlite3.OperationalError as exc:
+                # Another process opening a new database switches it to WAL under an exclusive
+                # lock, and SQLite may say "locked" at once rather than wait: that is no reason
+                # to call the file damaged (and lose what the others saved). Wait for it.
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+            except sqlite3.DatabaseError:
+                # Damaged or foreign file: keep it for inspection and start afresh.
+                os.replace(self.path, self.path.with_name(f"metadata.damaged-{time.time_ns()}"))
+                self._db = self._open()
+                return self._db
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -91,11 +109,16 @@ class MetadataCache:
             # rebuilt (it is only a cache), while every build saves the fsyncs of a
             # checkpoint (~0.3 s for a 20,000-file tree on this machine's disk).
             db.execute("PRAGMA synchronous=OFF")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
-                db.execute("DROP TABLE IF EXISTS files")  # version 1's layout
-                db.execute("DROP TABLE IF EXISTS trees")
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                # Looked at again under the write lock: another process may have just made
+                # the new layout and saved into it, which a second migration would drop.
+                db.execute("BEGIN IMMEDIATE")
+                if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    db.execute("DROP TABLE IF EXISTS files")  # version 1's layout
+                    db.execute("DROP TABLE IF EXISTS trees")
+                    db.execute(_SCHEMA)
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
             db.execute(_SCHEMA)
         except sqlite3.DatabaseError:
             db.close()

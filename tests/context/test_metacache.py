@@ -127,6 +127,30 @@ def test_concurrent_builds_share_the_cache_safely(aged_tree: Path, tmp_path: Pat
     assert (stats.files_hashed, stats.cache_hits) == (10, 40)
 
 
+def test_processes_creating_the_cache_together_lose_nothing(tmp_path: Path) -> None:
+    # A build and its context helper (or two builds) may both open a store's cache for the
+    # first time: neither may call the other's half-made database damaged, nor migrate away
+    # what the other has just saved.
+    for round_ in range(10):
+        cache = tmp_path / f"cache{round_}"
+        pids = []
+        for k in range(8):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    with MetadataCache(cache) as mc:
+                        mc.load_relative("/tree")
+                        mc.record("/tree", f"f{k}", (1, 1, 1, 1, 1), sha(str(k)), now_ns=1 << 62)
+                finally:
+                    os._exit(0)
+            pids.append(pid)
+        for pid in pids:
+            os.waitpid(pid, 0)
+        assert not list(cache.glob("metadata.damaged-*"))
+        with MetadataCache(cache) as mc:
+            assert len(mc.load_relative("/tree")) == 8
+
+
 def test_large_files_are_streamed_and_hashed_in_parallel(tmp_path: Path) -> None:
     root = tmp_path / "ctx"
     root.mkdir()
