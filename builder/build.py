@@ -53,6 +53,28 @@ def source_date_epoch() -> int | None:
         raise UsageError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not {value!r}") from None
 
 
+_OUTPUT_KEYS = ("type", "dest", "name", "push")
+# buildx keys whose value here can only be what pybuild always does.
+_OUTPUT_FIXED = {"compression": "gzip", "oci-mediatypes": "true"}
+
+
+def _check_output_keys(value: str, fields: dict[str, str]) -> None:
+    """Every key of one ``--output`` is one pybuild acts on: an option silently ignored (say
+    ``compression=zstd``) would give an image other than the one asked for."""
+    for key, v in fields.items():
+        if key in _OUTPUT_KEYS:
+            continue
+        if _OUTPUT_FIXED.get(key) == v.strip().lower():
+            continue
+        err = UsageError(f"--output {value!r}: {key}={v} is not supported" if key in _OUTPUT_FIXED
+                         else f"--output {value!r}: unknown or unsupported key {key!r}")
+        err.hint = ("image layers are exported gzip-compressed with OCI media types; "
+                    "--cache-to ...,compression=zstd compresses the exported build cache"
+                    if key in _OUTPUT_FIXED or key.startswith("compression") or key == "force-compression"
+                    else f"the keys pybuild knows: {', '.join(_OUTPUT_KEYS)}")
+        raise err
+
+
 def parse_outputs(values: list[str]) -> list[dict[str, str]]:
     """``--output`` values (``type=oci,dest=x.tar``, or a bare path for type=local)."""
     out = []
@@ -69,6 +91,7 @@ def parse_outputs(values: list[str]) -> list[dict[str, str]]:
         kind = fields.get("type")
         if kind not in ("image", "oci", "docker", "local", "tar", "registry"):
             raise UsageError(f"invalid --output type {kind!r}",)
+        _check_output_keys(value, fields)
         if kind == "registry" and fields.get("push", "true") == "false":
             fields["type"] = "image"
         if kind in ("oci", "docker", "local", "tar") and not fields.get("dest"):
