@@ -245,9 +245,8 @@ def _step_json(ident: str, inputs: dict[str, Any], exported: float | None) -> di
 
 
 def _parse_step(raw: Any) -> dict[str, Any] | None:
-    """A step's recorded inputs, only if every field has the type ``KeyInputs.from_json`` expects."""
-    from builder.solver.cachekey import KeyInputs
-
+    """A step's recorded inputs, if their shape is right. Checked in depth (every changed-file
+    entry, tens of thousands for a big COPY) only when used: ``valid_step_inputs``."""
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"].startswith("step:"):
         return None
     inputs = raw.get("inputs")
@@ -257,15 +256,24 @@ def _parse_step(raw: Any) -> dict[str, Any] | None:
     for k in ("parent", "sources"):
         if not isinstance(inputs.get(k), (str, type(None))):
             return None
+    if not all(isinstance(inputs.get(k, {}), dict) for k in ("args", "env", "extra", "files")):
+        return None
+    return inputs
+
+
+def valid_step_inputs(inputs: dict[str, Any]) -> bool:
+    """Whether imported step inputs are exactly what ``KeyInputs.from_json`` expects."""
+    from builder.solver.cachekey import KeyInputs
+
     for k in ("args", "env", "extra", "files"):
         v = inputs.get(k, {})
         if not isinstance(v, dict) or not all(isinstance(a, str) and isinstance(b, str) for a, b in v.items()):
-            return None
+            return False
     try:
         KeyInputs.from_json(inputs)
     except (KeyError, TypeError, ValueError):
-        return None
-    return inputs
+        return False
+    return True
 
 
 def _parse_layer(raw: Any) -> CacheLayer | None:

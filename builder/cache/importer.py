@@ -102,9 +102,11 @@ class CacheImport:
     def previous_inputs(self, ident: str) -> dict | None:
         """What the exporting build recorded for the step ``ident`` (to explain a miss here)."""
         self.wait()
+        from builder.cache.format import valid_step_inputs
+
         for source in self.sources:
             found = source.config.steps.get(ident)
-            if found is not None:
+            if found is not None and valid_step_inputs(found):
                 return found
         return None
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from builder.cache.format import CacheConfig, ExportedRecord, InvalidCacheError
+from builder.cache.format import CacheConfig, ExportedRecord, InvalidCacheError, valid_step_inputs
 from builder.solver.metadata import ConfigState
 from builder.solver.state import HistoryEntry, LayerRef, StepState
 
@@ -62,9 +62,21 @@ def test_poisoned_records_are_dropped(poison):
 def test_malformed_step_inputs_are_ignored():
     doc = sample()
     bad = copy.deepcopy(doc["steps"][0])
-    bad["inputs"]["files"] = {"a": 1}
+    bad["inputs"]["files"] = ["not", "a", "map"]
     doc["steps"] = [bad, {"id": "not-a-step", "inputs": {}}]
     assert CacheConfig.from_json(json.dumps(doc)).steps == {}
+
+
+def test_step_inputs_are_checked_in_depth_when_used():
+    # A changed-file map has an entry per file (tens of thousands): its entries are checked when
+    # a miss is explained with it, not while a cold build imports the document.
+    doc = sample()
+    bad = copy.deepcopy(doc["steps"][0])
+    bad["inputs"]["files"] = {"a": 1}
+    doc["steps"] = [bad]
+    steps = CacheConfig.from_json(json.dumps(doc)).steps
+    assert not valid_step_inputs(steps[bad["id"]])
+    assert valid_step_inputs(CacheConfig.from_json(json.dumps(sample())).steps[bad["id"]])
 
 
 @pytest.mark.parametrize("document", [b"not json", b"[]", b'{"schemaVersion": 2}', b'{"schemaVersion": 1}',
