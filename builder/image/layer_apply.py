@@ -694,21 +694,24 @@ def _helper_mode() -> str:
     return text
 
 
-def _spare_cpus() -> float:
-    """Cores not busy besides this process: usable ones, less the load of the last minute.
+def _spare_cpus() -> int:
+    """Usable cores not running anything at this moment besides this process.
 
     The helper process costs a third more work in all, which pays only on a core
-    that would otherwise idle; on a busy machine it would slow the apply down.
+    that would otherwise idle; on a busy machine it would slow the apply down. The
+    count of runnable tasks now (not the load average, which the helper itself
+    would raise for the next minute) decides.
     """
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     try:
-        others = max(os.getloadavg()[0] - 1, 0)  # this process is one of the runnable ones
-    except OSError:
-        others = 0
-    return cpus - 1 - others + 0.5  # a core half busy still helps
+        with open("/proc/loadavg", encoding="ascii") as f:
+            running = int(f.read().split()[3].split("/")[0])  # "0.50 0.40 0.30 2/345 678"
+    except (OSError, ValueError, IndexError):
+        return cpus - 1
+    return cpus - max(running, 1)  # this thread is one of the running ones
 
 
 def _current_umask() -> int:
