@@ -117,6 +117,8 @@ def main() -> None:
             "uncached_s": round(m_unc, 3), "warm_rebuild_s": round(m_warm, 3), "cold_ci_s": round(m_cold, 3),
             "cold_over_warm": round(m_cold / m_warm, 2), "uncached_over_cold": round(m_unc / m_cold, 1),
             "cold_downloaded_bytes": int(statistics.median(downloaded)),
+            "runs_s": {"uncached": [round(x, 3) for x in uncached], "warm": [round(x, 3) for x in warm],
+                       "cold_ci": [round(x, 3) for x in cold]},
             "goals": {"cold_within_1.5x_warm": m_cold <= 1.5 * m_warm, "5x_faster_than_uncached": m_unc >= 5 * m_cold},
         }
         print(json.dumps(result, indent=2))
