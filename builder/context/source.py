@@ -212,6 +212,13 @@ class _Frame:
     next: int = 0
 
 
+@dataclass(eq=False)
+class Walked:
+    """A walk of some sources (``BuildContext.walk``), not yet hashed."""
+
+    gathered: tuple[list, list[SourceMatch]]
+
+
 class BuildContext:
     """A directory (or an extracted tar) that COPY/ADD sources come from."""
 
@@ -242,6 +249,7 @@ class BuildContext:
         # The solver runs independent steps in threads; selections share the
         # hasher's memo and the cache connection, so they take turns.
         self._lock = threading.Lock()
+        self._interrupt = None  # see walk()
 
     # -- construction ----------------------------------------------------
     @classmethod
@@ -348,16 +356,41 @@ class BuildContext:
 
     def _select(self, patterns: list[str], excludes: list[str], parents: bool,
                 allow_empty_wildcard: bool, save: bool) -> Selection:
+        return self._made(self._gather(patterns, excludes, parents, allow_empty_wildcard), excludes, save)
+
+    def _gather(self, patterns: list[str], excludes: list[str], parents: bool,
+                allow_empty_wildcard: bool) -> tuple[list[_Raw], list[SourceMatch]]:
         exclude = IgnoreMatcher.from_lines([e for e in excludes if e.strip()]) if excludes else None
         raws: list[_Raw] = []
         matches: list[SourceMatch] = []
         for pattern in patterns:
             found = self._select_one(pattern, exclude, parents, allow_empty_wildcard, raws)
             matches.append(found)
+        return raws, matches
+
+    def _made(self, gathered: tuple[list[_Raw], list[SourceMatch]], excludes: list[str], save: bool) -> Selection:
+        raws, matches = gathered
         selection = Selection(self.root, tuple(self._finish(raws)), tuple(matches))
         if save:
             self.hasher.flush(self.complete_walk(selection, excludes))
         return selection
+
+    def walk(self, patterns: Iterable[str], *, interrupt=None) -> "Walked":
+        """The first half of ``select`` (no excludes, no --parents): what the sources name,
+        walked but not yet read. ``interrupt`` is called every thousand or so entries and may
+        raise to stop the walk (the warm-up helper walks before it knows whether it should)."""
+        with self._lock:
+            self._interrupt = interrupt
+            try:
+                return Walked(self._gather(list(patterns), [], False, True))
+            finally:
+                self._interrupt = None
+
+    def select_walked(self, walked: "Walked", *, save: bool = True) -> Selection:
+        """The selection of a ``walk``: files hashed, exactly what ``select`` would have made
+        at the time of that walk."""
+        with self._lock:
+            return self._made(walked.gathered, [], save)
 
     @staticmethod
     def complete_walk(selection: Selection, excludes: Iterable[str] = ()) -> set[str] | None:
@@ -547,7 +580,13 @@ class BuildContext:
         """
         ignore = self.ignore if self.ignore else None
         stack = [_Frame(rel, dest, info, exclude_info, self._list_dir(rel), None, out)]
+        interrupt = self._interrupt
+        steps = 0
         while stack:
+            if interrupt is not None:
+                steps += 1
+                if steps & 1023 == 0:
+                    interrupt()
             frame = stack[-1]
             if frame.next >= len(frame.children):
                 stack.pop()

@@ -169,38 +169,52 @@ class ContextWarmup:
 
 def start_warmup(context_dir: Path | str, dockerfile: Path | str, target: str | None,
                  cache_dir: Path | str) -> ContextWarmup | None:
-    """Parse the Dockerfile and fork the helper for ``context_dir``; None where it cannot
-    safely help (or the Dockerfile copies nothing from the context, or does not parse: the
-    build then says why).
+    """Fork the helper for ``context_dir``, then parse the Dockerfile and tell it which sources
+    to select; None where it cannot safely help (or the Dockerfile copies nothing from the
+    context, or does not parse: the build then says why).
 
-    Only from a single-threaded process (forking one with threads could leave the child
-    holding a lock some other thread had) and only on a machine with a second core.
+    The helper starts walking the whole context at once, while this process imports the
+    parser: most Dockerfiles copy ``.``, and for the others it stops that walk as soon as it
+    hears so. Only from a single-threaded process (forking one with threads could leave the
+    child holding a lock some other thread had) and only on a machine with a second core.
     """
     if os.environ.get(_ENV, "1") == "0" or (os.cpu_count() or 1) < 2:
         return None
     if threading.active_count() != 1 or not hasattr(os, "fork"):
         return None
-    if not os.path.isdir(context_dir):
+    if not os.path.isdir(context_dir) or not os.path.isfile(dockerfile):
         return None
-    # Parsed here rather than in the helper: the build needs the parser anyway, so it is
-    # imported once, and the helper starts walking sooner.
+    from builder.context.forked import fork_worker
+
+    keys_read, keys_write = os.pipe()
+
+    def helper(write_fd: int) -> None:
+        os.close(keys_write)
+        _helper(write_fd, keys_read, str(context_dir), str(dockerfile), cache_dir)
+
+    started = fork_worker(helper, pipe_bytes=4 << 20)
+    os.close(keys_read)
+    if started is None:
+        os.close(keys_write)
+        return None
+    warmup = ContextWarmup(*started)
     from builder.frontend import parse
 
     try:
         with open(dockerfile, "rb") as fh:
             keys = copy_source_keys(stages_up_to(parse(fh.read(), str(dockerfile)), target))
     except Exception:
-        return None
+        keys = []
+    with os.fdopen(keys_write, "wb") as pipe:
+        try:
+            if keys:
+                pipe.write(marshal.dumps(keys))
+        except OSError:
+            keys = []  # the helper is gone
     if not keys:
+        warmup.close()
         return None
-    import builder.context.source  # noqa: F401  (the build needs it too: imported once, before the fork)
-    from builder.context.forked import fork_worker
-
-    started = fork_worker(lambda fd: _helper(fd, str(context_dir), str(dockerfile), keys, cache_dir),
-                          pipe_bytes=4 << 20)
-    if started is None:
-        return None
-    return ContextWarmup(*started)
+    return warmup
 
 
 def _write_frame(pipe, value) -> None:
@@ -231,7 +245,16 @@ def _split(joined: str, count: int) -> list[str]:
     return values
 
 
-def _helper(write_fd: int, context_dir: str, dockerfile: str, keys: list[SourceKey], cache_dir) -> None:
+FULL_TREE: SourceKey = ((".",), (), False)  # COPY . <dest>: what the helper walks before it is told
+
+
+class _NotNeeded(Exception):
+    """The Dockerfile does not copy the whole context: the walk begun on speculation stops."""
+
+
+def _helper(write_fd: int, keys_fd: int, context_dir: str, dockerfile: str, cache_dir) -> None:
+    import select
+
     from builder.context.metacache import MetadataCache
     from builder.context.source import BuildContext
 
@@ -245,12 +268,41 @@ def _helper(write_fd: int, context_dir: str, dockerfile: str, keys: list[SourceK
     hasher.preload(known_before)
     hasher.split_small = True  # this process is single-threaded and the build is mostly waiting
     started = time.time_ns()
+
+    told: list = []  # [keys] once the build has parsed the Dockerfile ([[]]: nothing to do)
+
+    def hear(block: bool) -> None:
+        if told or not (block or select.select([keys_fd], [], [], 0)[0]):
+            return
+        with os.fdopen(keys_fd, "rb") as pipe:
+            data = pipe.read()
+        keys = marshal.loads(data) if data else []
+        told.append([tuple((tuple(k[0]), tuple(k[1]), bool(k[2]))) for k in keys])
+
+    def interrupt() -> None:
+        hear(block=False)
+        if told and FULL_TREE not in told[0]:
+            raise _NotNeeded
+
+    # On speculation, while the build parses: walk (not read) the whole context.
+    try:
+        speculative = ctx.walk(["."], interrupt=interrupt)
+    except _NotNeeded:
+        speculative = None
+    except Exception:
+        speculative = None  # the build meets it again and reports it
+    hear(block=True)
+    keys = told[0]
     selections = {}
     complete: set[str] | None = None
     for key in keys:
         sources, excludes, parents = key
         try:
-            made = ctx.select(list(sources), excludes=list(excludes), parents=parents)
+            if key == FULL_TREE and speculative is not None:
+                made = ctx.select_walked(speculative, save=False)
+                speculative = None
+            else:
+                made = ctx.select(list(sources), excludes=list(excludes), parents=parents, save=False)
         except Exception:
             continue  # the build meets it again and reports it
         walked = ctx.complete_walk(made, excludes)
@@ -262,6 +314,8 @@ def _helper(write_fd: int, context_dir: str, dockerfile: str, keys: list[SourceK
                            "\0".join(map(_FINGERPRINT, made.entries)),
                            [(m.pattern, m.paths, m.is_dir, m.types, m.wildcard) for m in made.matches],
                            made.digest)
+    if not selections:
+        return
     known = hasher.known()
     with os.fdopen(write_fd, "wb") as pipe:
         _write_frame(pipe, (str(ctx.root), selections))

@@ -206,3 +206,36 @@ def test_a_killed_build_leaves_no_helper_hashing(tmp_path: Path) -> None:
     while any(_alive(h) for h in helpers) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not any(_alive(h) for h in helpers)
+
+
+def test_a_walk_made_before_knowing_the_dockerfile_selects_what_select_does(context: Path) -> None:
+    with BuildContext.from_directory(context) as ctx:
+        walked = ctx.walk(["."])
+        assert ctx.select_walked(walked).entries == ctx.select(["."]).entries
+
+
+def test_a_walk_can_be_stopped_midway(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "t", {f"d{i // 100}/f{i}": "x" for i in range(3000)})
+    calls = []
+
+    def interrupt() -> None:
+        calls.append(1)
+        raise KeyboardInterrupt  # what the helper raises is its own; any exception stops the walk
+
+    with BuildContext.from_directory(root) as ctx:
+        with pytest.raises(KeyboardInterrupt):
+            ctx.walk(["."], interrupt=interrupt)
+        assert calls == [1]
+        assert len(ctx.select(["."]).entries) == 3031  # the context is usable afterwards
+
+
+def test_a_dockerfile_copying_part_of_the_context_gets_that_part(context: Path, tmp_path: Path) -> None:
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY src/d1 /d1\n")
+    warmup = started(context, tmp_path / "cache")
+    try:
+        with BuildContext.from_directory(context) as ctx:
+            made = warmup.selection((("src/d1",), (), False), ctx.root, lambda: ctx.select(["src/d1"]))
+            assert made is not None and made.digest == ctx.select(["src/d1"]).digest
+            assert warmup.selection(((".",), (), False), ctx.root, lambda: None) is None
+    finally:
+        warmup.close()
