@@ -294,7 +294,7 @@ def _helper(write_fd: int, keys_fd: int, context_dir: str, dockerfile: str, cach
     hear(block=True)
     keys = told[0]
     selections = {}
-    complete: set[str] | None = None
+    whole = None
     for key in keys:
         sources, excludes, parents = key
         try:
@@ -305,9 +305,8 @@ def _helper(write_fd: int, keys_fd: int, context_dir: str, dockerfile: str, cach
                 made = ctx.select(list(sources), excludes=list(excludes), parents=parents, save=False)
         except Exception:
             continue  # the build meets it again and reports it
-        walked = ctx.complete_walk(made, excludes)
-        if walked is not None:
-            complete = walked
+        if whole is None and not any(e.strip() for e in excludes) and any(m.paths == (".",) for m in made.matches):
+            whole = made  # a walk of everything: its file list prunes the cache, after the build has it
         # Only what a cached COPY needs: two NUL-joined columns marshal in a few milliseconds
         # where 20,000 entries as objects would take tens of them, each way.
         selections[key] = (len(made.entries), "\0".join(map(_SOURCE, made.entries)),
@@ -325,6 +324,7 @@ def _helper(write_fd: int, keys_fd: int, context_dir: str, dockerfile: str, cach
     # The build has what it needs; the digests are saved for the builds after it (as of when
     # reading began, for the racy-file rule).
     root = str(ctx.root)
+    complete = ctx.complete_walk(whole) if whole is not None else None
     for rel, entry in known.items():
         if known_before.get(rel) != entry:
             cache.record(root, rel, entry[:5], entry[5], started)
