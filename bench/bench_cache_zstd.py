@@ -20,24 +20,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 
-def pybuild() -> str:
-    exe = Path(sys.executable).with_name("pybuild")  # not a pyenv shim
-    return str(exe) if exe.exists() else "pybuild"
-
-
-def timed(cmd: list[str]) -> float:
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.decode()[-3000:]}")
-    return time.perf_counter() - t
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cache import pybuild, timed  # noqa: E402  (the same launcher and timing as the cache bench)
 
 
 def layer_bytes(cache_dir: Path) -> tuple[int, set[str]]:
