@@ -250,22 +250,29 @@ class FileHasher:
 
     def digests(self, files: list[tuple[str, os.stat_result]]) -> list[tuple[str, os.stat_result]]:
         """``(digest, stat)`` for each ``(relpath, lstat)``, in order."""
-        known = self._memo()
         results: list = [None] * len(files)
+        misses = self._known_ones(files, range(len(files)), results)
+        if misses and self.warmup is not None:
+            misses = self._after_warmup(files, misses, results)
+        if misses:
+            self._hash(files, misses, results)
+        return results
+
+    def _known_ones(self, files: list[tuple[str, os.stat_result]], indices, results: list) -> list[int]:
+        """Fill ``results`` where the memo has a digest whose stat fields all still match; the
+        indices left to read."""
+        known = self._memo()
         misses: list[int] = []
-        for i, (rel, st) in enumerate(files):
+        for i in indices:
+            rel, st = files[i]
             entry = known.get(rel)
             if (entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
                     and entry[2] == st.st_ctime_ns and entry[3] == st.st_ino and entry[4] == st.st_dev):
                 results[i] = (entry[5], st)
             else:
                 misses.append(i)
-        self.stats.cache_hits += len(files) - len(misses)
-        if misses and self.warmup is not None:
-            misses = self._after_warmup(files, misses, results)
-        if misses:
-            self._hash(files, misses, results)
-        return results
+        self.stats.cache_hits += len(indices) - len(misses)
+        return misses
 
     def _after_warmup(self, files: list[tuple[str, os.stat_result]], misses: list[int], results: list) -> list[int]:
         """Before reading files, take the digests the warm-up helper made for this build (where
@@ -277,17 +284,7 @@ class FileHasher:
         known = self._memo()
         for rel, entry in theirs.items():
             known.setdefault(rel, entry)  # what this build read itself wins
-        left = []
-        for i in misses:
-            rel, st = files[i]
-            entry = known.get(rel)
-            if (entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
-                    and entry[2] == st.st_ctime_ns and entry[3] == st.st_ino and entry[4] == st.st_dev):
-                results[i] = (entry[5], st)
-            else:
-                left.append(i)
-        self.stats.cache_hits += len(misses) - len(left)
-        return left
+        return self._known_ones(files, misses, results)
 
     def _hash(self, files: list[tuple[str, os.stat_result]], misses: list[int], results: list) -> None:
         prefix = self.root + "/" if self.root != "/" else "/"
