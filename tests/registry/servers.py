@@ -44,6 +44,7 @@ class RegistryServer:
     port: int = field(default_factory=free_port)
     bind: str = "127.0.0.1"
     tls: tuple[Path, Path] | None = None  # (certificate, key): serve https
+    access_log: bool = False  # log each request with its response size to ``log_path``
     process: subprocess.Popen | None = None
 
     @property
@@ -56,7 +57,7 @@ class RegistryServer:
         config = self.workdir / "config.yml"
         config.write_text(
             "version: 0.1\n"
-            "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"log:\n  level: error\n  accesslog:\n    disabled: {'false' if self.access_log else 'true'}\n"
             f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.bind}:{self.port}\n"
             + (f"  tls:\n    certificate: {self.tls[0]}\n    key: {self.tls[1]}\n" if self.tls else "")
