@@ -29,6 +29,9 @@ from pathlib import Path
 
 # Off with PYBUILD_CONTEXT_WARMUP=0 (e.g. to measure a build without it).
 _ENV = "PYBUILD_CONTEXT_WARMUP"
+# How long a COPY waits for the helper's selection before making its own (a helper stuck in a
+# directory the build would not even read must not hold the build up).
+_ANSWER_WAIT_S = 60.0
 # How long a finished build waits for the helper to save its digests before stopping it.
 _SAVE_GRACE_S = 5.0
 
@@ -110,7 +113,8 @@ class ContextWarmup:
         from builder.context.errors import ContextError
         from builder.context.source import Selection, SourceMatch
 
-        self._received.wait()
+        if not self._received.wait(_ANSWER_WAIT_S):
+            return None  # stuck (say, on a hung mount it walked on speculation): select here
         made = self._selections.get(key)
         if made is None or self._root != str(root):
             return None

@@ -239,3 +239,21 @@ def test_a_dockerfile_copying_part_of_the_context_gets_that_part(context: Path, 
             assert warmup.selection(((".",), (), False), ctx.root, lambda: None) is None
     finally:
         warmup.close()
+
+
+def test_a_helper_that_never_answers_does_not_hold_the_build(monkeypatch, tmp_path: Path) -> None:
+    from builder.context import warmup as warmup_module
+
+    monkeypatch.setattr(warmup_module, "_ANSWER_WAIT_S", 0.2)
+    stuck = subprocess.Popen(["sleep", "60"])  # stands in for a helper stuck on a hung mount
+    read_fd, write_fd = os.pipe()
+    try:
+        helper = warmup_module.ContextWarmup(stuck.pid, read_fd)
+        started_at = time.monotonic()
+        assert helper.selection(((".",), (), False), tmp_path, lambda: None) is None
+        assert time.monotonic() - started_at < 5
+        helper.close()  # stops it
+        assert not _alive(stuck.pid)
+    finally:
+        os.close(write_fd)
+        stuck.kill()
