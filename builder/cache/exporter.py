@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from builder.cache.format import CONFIG_MEDIA_TYPE, CacheConfig, ExportedRecord
+from builder.cache.format import CONFIG_MEDIA_TYPE, STEPS_MEDIA_TYPE, CacheConfig, ExportedRecord
 from builder.cache.recompress import Compression, recompress_records
 from builder.cache.spec import CacheSpec
 from builder.errors import PybuildError
@@ -74,9 +74,19 @@ def inline_document(config: CacheConfig, image_layers: list[str]) -> dict | None
     return json.loads(inline.to_json(with_layers=False))
 
 
-def _manifest(config_bytes: bytes, config: CacheConfig) -> bytes:
+def _documents(config: CacheConfig) -> tuple[bytes, bytes | None]:
+    """(the cache config, the steps blob it names or None): the steps travel apart, so a build
+    cached to the end never downloads them (see format.py)."""
+    steps = config.steps_json() if config.steps else None
+    ref = (sha256_digest(steps), len(steps)) if steps is not None else None
+    return config.to_json(steps_blob=ref), steps
+
+
+def _manifest(config_bytes: bytes, config: CacheConfig, steps: bytes | None = None) -> bytes:
     layers = [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}
               for layer in (config.layers[d] for d in sorted(config.layers))]
+    if steps is not None:  # listed, so the registry keeps it with the rest
+        layers.append({"mediaType": STEPS_MEDIA_TYPE, "digest": sha256_digest(steps), "size": len(steps)})
     body = {
         "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": CONFIG_MEDIA_TYPE,
         "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": sha256_digest(config_bytes), "size": len(config_bytes)},
@@ -154,6 +164,8 @@ def export_registry(store, config: CacheConfig, spec: CacheSpec,
             if cfg.get("mediaType") == CONFIG_MEDIA_TYPE:
                 older = CacheConfig.from_json(client.fetch_blob_bytes(cfg["digest"], cfg.get("size"), limit=64 << 20),
                                               what=str(ref))
+                if older.steps_ref is not None:  # merged too, so misses stay explainable
+                    older.load_steps(client.fetch_blob_bytes(*older.steps_ref, limit=older.steps_ref[1]))
         except NotFoundError:
             pass
         except (RegistryError, InvalidCacheError, ValueError, KeyError) as exc:
@@ -161,9 +173,12 @@ def export_registry(store, config: CacheConfig, spec: CacheSpec,
         finally:
             transport.close()
     converted, dropped = _prepare(store, config, spec, older, str(ref), say)
-    config_bytes = config.to_json()
-    manifest_bytes = _manifest(config_bytes, config)
-    blobs = _Blobs(store, {sha256_digest(config_bytes): config_bytes})
+    config_bytes, steps = _documents(config)
+    manifest_bytes = _manifest(config_bytes, config, steps)
+    extra = {sha256_digest(config_bytes): config_bytes}
+    if steps is not None:
+        extra[sha256_digest(steps)] = steps
+    blobs = _Blobs(store, extra)
     sources = BlobSources(Path(store.root) / SOURCES_PATH)
     try:
         result = push_image(ref, blobs, Manifest(manifest_bytes, mt.OCI_MANIFEST, sha256_digest(manifest_bytes)),
@@ -203,9 +218,9 @@ def export_local(store, config: CacheConfig, spec: CacheSpec,
             with store.open_blob(digest) as src:
                 _write_atomic(target, src)
             uploaded += 1
-        config_bytes = config.to_json()
-        manifest_bytes = _manifest(config_bytes, config)
-        for data in (config_bytes, manifest_bytes):
+        config_bytes, steps = _documents(config)
+        manifest_bytes = _manifest(config_bytes, config, steps)
+        for data in (config_bytes, manifest_bytes) + ((steps,) if steps is not None else ()):
             _write_atomic(directory / "blobs" / "sha256" / sha256_digest(data)[7:], io.BytesIO(data))
         layout = directory / "oci-layout"
         if not layout.exists():

@@ -9,7 +9,14 @@ push can mount them. The config lists records::
      "layers": [{"digest": "sha256:…", "size": 123, "mediaType": "…tar+gzip", "diffID": "sha256:…"}],
      "records": [{"key": "sha256:…", "state": {…StepState JSON…}, "duration_s": 1.5,
                   "exported": "2026-01-01T00:00:00Z"}],
-     "steps": [{"id": "step:…", "inputs": {…}, "exported": "…"}]}
+     "stepsBlob": {"digest": "sha256:…", "size": 123, "mediaType": "…cache.steps.v1+json"}}
+
+``stepsBlob`` names a second blob (also a manifest layer, so the registry keeps it) holding
+``{"schemaVersion": 1, "steps": [{"id": "step:…", "inputs": {…}, "exported": "…"}]}``: the
+inputs each step saw, which a fresh machine needs only to explain a miss. A COPY's changed-file
+map has an entry per file, so for a big context these are most of the bytes; a build that is
+cached to the end never downloads them. Documents written before ``stepsBlob`` carry
+``steps`` inline, and still import.
 
 A record's state names the blobs its layers are in *in the exported cache*
 (``compression=zstd`` rewrites them to the zstd blobs; the diffIDs stay).
@@ -40,6 +47,8 @@ from builder.image.errors import InvalidDigestError
 from builder.solver.state import StepState
 
 CONFIG_MEDIA_TYPE = "application/vnd.pybuild.cache.config.v1+json"
+STEPS_MEDIA_TYPE = "application/vnd.pybuild.cache.steps.v1+json"
+MAX_STEPS_BLOB = 1 << 30
 INLINE_KEY = "pybuild.cache.v1"
 SCHEMA_VERSION = 1
 # Bounds for untrusted documents: far above any real build, far below a memory problem.
@@ -96,6 +105,8 @@ class CacheConfig:
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     step_exported: dict[str, float] = field(default_factory=dict)  # step identity -> when exported
     dropped: list[str] = field(default_factory=list)  # why records were refused (for warnings)
+    # (digest, size) of the blob holding the steps, until ``load_steps`` reads it
+    steps_ref: tuple[str, int] | None = None
 
     def add(self, record: ExportedRecord) -> None:
         self.records[record.key] = record
@@ -139,15 +150,56 @@ class CacheConfig:
             self.step_exported[ident] = when
         return Pruned(kept=min(room, len(fresh)), expired=expired, over_limit=max(0, len(fresh) - room))
 
-    def to_json(self, *, with_layers: bool = True) -> bytes:
+    def to_json(self, *, with_layers: bool = True, steps_blob: tuple[str, int] | None = None) -> bytes:
+        """The document; with ``steps_blob`` (the digest and size of ``steps_json()``) the steps
+        are referred to rather than included."""
         body: dict[str, Any] = {"schemaVersion": SCHEMA_VERSION}
         if with_layers:
             body["layers"] = [self.layers[d].to_json() for d in sorted(self.layers)]
         body["records"] = [_record_json(r) for r in sorted(self.records.values(), key=lambda r: r.key)]
-        if self.steps:
-            body["steps"] = [_step_json(ident, self.steps[ident], self.step_exported.get(ident))
-                             for ident in sorted(self.steps)]
+        if steps_blob is not None:
+            body["stepsBlob"] = {"digest": steps_blob[0], "size": steps_blob[1], "mediaType": STEPS_MEDIA_TYPE}
+        elif self.steps:
+            body["steps"] = self._steps_list()
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    def steps_json(self) -> bytes:
+        """The blob ``stepsBlob`` names."""
+        body = {"schemaVersion": SCHEMA_VERSION, "steps": self._steps_list()}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    def _steps_list(self) -> list[dict[str, Any]]:
+        return [_step_json(ident, self.steps[ident], self.step_exported.get(ident)) for ident in sorted(self.steps)]
+
+    def load_steps(self, data: bytes) -> bool:
+        """Take in the steps blob ``steps_ref`` names (untrusted: digest, size and shape are
+        checked; a bad blob leaves the steps empty). True if it was used."""
+        import hashlib
+
+        if self.steps_ref is None:
+            return False
+        digest, size = self.steps_ref
+        self.steps_ref = None
+        if len(data) != size or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            return False
+        try:
+            body = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return False
+        if not isinstance(body, dict) or body.get("schemaVersion") != SCHEMA_VERSION:
+            return False
+        self._take_steps(body.get("steps"))
+        return True
+
+    def _take_steps(self, raw_steps: Any) -> None:
+        if isinstance(raw_steps, list) and len(raw_steps) <= MAX_RECORDS:
+            for raw in raw_steps:
+                inputs = _parse_step(raw)
+                if inputs is not None:
+                    self.steps[raw["id"]] = inputs
+                    when = parse_time(raw.get("exported"))
+                    if when is not None:
+                        self.step_exported[raw["id"]] = when
 
     @classmethod
     def from_json(cls, data: bytes | str | dict, *, layers: list[CacheLayer] | None = None,
@@ -184,15 +236,18 @@ class CacheConfig:
                 config.dropped.append(f"record {i}: {why}")
                 continue
             config.add(record)
-        raw_steps = data.get("steps", [])
-        if isinstance(raw_steps, list) and len(raw_steps) <= MAX_RECORDS:
-            for raw in raw_steps:
-                inputs = _parse_step(raw)
-                if inputs is not None:
-                    config.steps[raw["id"]] = inputs
-                    when = parse_time(raw.get("exported"))
-                    if when is not None:
-                        config.step_exported[raw["id"]] = when
+        config._take_steps(data.get("steps", []))
+        ref = data.get("stepsBlob")
+        if isinstance(ref, dict):
+            try:
+                digest = parse_digest(ref.get("digest"))
+            except (ValueError, InvalidDigestError, TypeError):
+                digest = None
+            size = ref.get("size")
+            if digest and isinstance(size, int) and not isinstance(size, bool) and 0 < size <= MAX_STEPS_BLOB:
+                config.steps_ref = (digest, size)
+            else:
+                config.dropped.append("the steps blob reference is malformed")
         return config
 
 

@@ -45,6 +45,7 @@ class _Source:
     has_layer: Callable[[CacheLayer], bool]
     close: Callable[[], None] = lambda: None
     checked: dict[str, bool] = field(default_factory=dict)
+    steps_blob: Callable[[], bytes] | None = None  # the steps document, fetched on first need
 
 
 class CacheImport:
@@ -105,10 +106,24 @@ class CacheImport:
         from builder.cache.format import valid_step_inputs
 
         for source in self.sources:
+            self._load_steps(source)
             found = source.config.steps.get(ident)
             if found is not None and valid_step_inputs(found):
                 return found
         return None
+
+    def _load_steps(self, source: _Source) -> None:
+        """The steps (to explain a miss) come only when a miss needs them: a build cached to the
+        end never downloads them."""
+        with self._lock:
+            if source.config.steps_ref is None or source.steps_blob is None:
+                return
+            try:
+                data = source.steps_blob()
+            except (PybuildError, OSError):
+                source.config.steps_ref = None  # unexplained misses, not a failed build
+                return
+            source.config.load_steps(data)
 
     def adopt(self, store, key: str) -> dict | None:
         """The record for ``key`` from the first source that has a usable one, now also in the
@@ -182,7 +197,10 @@ def _load_registry(spec: CacheSpec, platform: str, store=None) -> _Source:
     def has_layer(layer: CacheLayer) -> bool:
         return client.blob_size(layer.digest) in (layer.size, 0)  # 0: registry gave no length
 
-    return _Source(spec, config, location, has_layer, close=transport.close)
+    def steps_blob() -> bytes:
+        return client.fetch_blob_bytes(config.steps_ref[0], config.steps_ref[1], limit=config.steps_ref[1])
+
+    return _Source(spec, config, location, has_layer, close=transport.close, steps_blob=steps_blob)
 
 
 def _remember_mount_source(store, source: _Source) -> None:
@@ -220,9 +238,11 @@ def _inline_config(config_bytes: bytes, layers: list[tuple[str, int, str]], wher
 # ------------------------------------------------------------------ local OCI layout
 
 
-def read_layout_cache(directory: Path, tag: str = "latest") -> tuple[CacheConfig, str] | None:
+def read_layout_cache(directory: Path, tag: str = "latest", *,
+                      load_steps: bool = True) -> tuple[CacheConfig, str] | None:
     """The cache document of an OCI layout written by ``--cache-to type=local`` (and its
-    manifest digest), or None when the directory holds none yet."""
+    manifest digest), or None when the directory holds none yet; with ``load_steps=False`` a
+    steps blob is left for ``CacheConfig.load_steps``."""
     index_path = directory / "index.json"
     if not index_path.exists():
         return None
@@ -242,7 +262,13 @@ def read_layout_cache(directory: Path, tag: str = "latest") -> tuple[CacheConfig
         if config_desc.get("mediaType") != CONFIG_MEDIA_TYPE:
             raise CacheImportError(f"{directory}: {tag} is not a pybuild cache")
         data = _read_verified(directory, config_desc.get("digest"), MAX_DOCUMENT)
-        return CacheConfig.from_json(data, what=str(directory)), entry["digest"]
+        config = CacheConfig.from_json(data, what=str(directory))
+        if config.steps_ref is not None and load_steps:
+            try:
+                config.load_steps(_read_verified(directory, config.steps_ref[0], config.steps_ref[1]))
+            except (CacheImportError, OSError):
+                config.steps_ref = None  # no steps: misses are still misses, only less explained
+        return config, entry["digest"]
     return None
 
 
@@ -268,10 +294,13 @@ def _read_verified(directory: Path, digest: object, limit: int) -> bytes:
 
 def _load_local(spec: CacheSpec) -> _Source:
     directory = Path(spec.attrs["src"]).resolve()
-    found = read_layout_cache(directory, spec.attrs.get("tag", "latest"))
+    found = read_layout_cache(directory, spec.attrs.get("tag", "latest"), load_steps=False)
     if found is None:
         raise CacheImportError(f"{directory} holds no cache yet")
     config, _digest = found
+
+    def steps_blob() -> bytes:
+        return _read_verified(directory, config.steps_ref[0], config.steps_ref[1])
 
     def has_layer(layer: CacheLayer) -> bool:
         # A local file is cheap to check in full: a tampered layer is a miss here, not a failed fetch later.
@@ -285,4 +314,4 @@ def _load_local(spec: CacheSpec) -> _Source:
             return False
         return digest == layer.digest
 
-    return _Source(spec, config, {"type": "local", "dir": str(directory)}, has_layer)
+    return _Source(spec, config, {"type": "local", "dir": str(directory)}, has_layer, steps_blob=steps_blob)

@@ -21,7 +21,7 @@ from servers import REGISTRY_BINARY, RegistryServer  # noqa: E402
 def registry(tmp_path_factory):
     if not Path(REGISTRY_BINARY).exists():
         pytest.fail(f"{REGISTRY_BINARY} missing: install Debian's docker-registry (.ci/install)")
-    server = RegistryServer(tmp_path_factory.mktemp("cache-registry")).start()
+    server = RegistryServer(tmp_path_factory.mktemp("cache-registry"), access_log=True).start()
     yield server
     server.stop()
 

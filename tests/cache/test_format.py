@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 
 import pytest
@@ -65,6 +66,37 @@ def test_malformed_step_inputs_are_ignored():
     bad["inputs"]["files"] = ["not", "a", "map"]
     doc["steps"] = [bad, {"id": "not-a-step", "inputs": {}}]
     assert CacheConfig.from_json(json.dumps(doc)).steps == {}
+
+
+def test_steps_travel_in_their_own_blob_read_only_when_wanted():
+    config = CacheConfig.from_json(json.dumps(sample()))
+    steps = config.steps_json()
+    ref = ("sha256:" + hashlib.sha256(steps).hexdigest(), len(steps))
+    document = json.loads(config.to_json(steps_blob=ref))
+    assert "steps" not in document and document["stepsBlob"]["digest"] == ref[0]
+
+    imported = CacheConfig.from_json(json.dumps(document))
+    assert imported.steps == {} and imported.steps_ref == ref  # not read yet
+    assert imported.load_steps(steps)
+    assert imported.steps == config.steps and imported.steps_ref is None
+
+
+@pytest.mark.parametrize("tamper", [lambda b: b + b" ", lambda b: b.replace(b"RUN make", b"RUN evil")])
+def test_a_steps_blob_that_is_not_the_one_named_is_not_used(tamper):
+    config = CacheConfig.from_json(json.dumps(sample()))
+    steps = config.steps_json()
+    ref = ("sha256:" + hashlib.sha256(steps).hexdigest(), len(steps))
+    imported = CacheConfig.from_json(config.to_json(steps_blob=ref))
+    assert not imported.load_steps(tamper(steps))
+    assert imported.steps == {}
+
+
+def test_a_malformed_steps_reference_is_dropped_not_fatal():
+    document = sample()
+    document["stepsBlob"] = {"digest": "md5:nope", "size": -1}
+    imported = CacheConfig.from_json(json.dumps(document))
+    assert imported.steps_ref is None and imported.records
+    assert any("steps blob" in why for why in imported.dropped)
 
 
 def test_step_inputs_are_checked_in_depth_when_used():

@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from builder.cache.format import STEPS_MEDIA_TYPE
 import builder.cache.exporter as exporter
 from tests.cache.test_shared_cache import checkout, statuses
 
@@ -21,11 +22,18 @@ def at(monkeypatch, when: float) -> None:
 
 
 def read_layout(cache_dir: Path) -> tuple[dict, dict]:
-    """(manifest, cache document) of the ``latest`` tag of a local cache."""
+    """(manifest, cache document) of the ``latest`` tag of a local cache, in the one-document
+    form (the steps blob read into ``steps``, and not among the manifest's layers)."""
     index = json.loads((cache_dir / "index.json").read_text())
     blobs = cache_dir / "blobs" / "sha256"
     manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
-    return manifest, json.loads((blobs / manifest["config"]["digest"][7:]).read_text())
+    doc = json.loads((blobs / manifest["config"]["digest"][7:]).read_text())
+    ref = doc.pop("stepsBlob", None)
+    if ref is not None:
+        assert ref in manifest["layers"], "the steps blob is kept alive by the manifest"
+        doc["steps"] = json.loads((blobs / ref["digest"][7:]).read_text())["steps"]
+    manifest["layers"] = [d for d in manifest["layers"] if d["mediaType"] != STEPS_MEDIA_TYPE]
+    return manifest, doc
 
 
 def write_document(cache_dir: Path, document: dict) -> None:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import pytest
+import requests
 
+from builder.cache.format import STEPS_MEDIA_TYPE
 from builder.errors import PybuildError
+from builder.image import mediatypes as mt
 from tests.build.conftest import image_tree
 from tests.cache.conftest import blob_files
 
@@ -55,13 +59,22 @@ def test_registry_cache_mode_max_rebuilds_nothing_on_an_empty_machine(machines, 
                                 cache_to=[f"type=registry,ref={cache},mode=max"])
     assert counter.hits == 2 and statuses(report_a).count("DONE") == 6
 
+    log_start = registry.log_path.stat().st_size
     image_b, report_b = b.build(tags=[f"{registry.host}/app/web:2"], outputs=["type=registry"],
                                 cache_from=[f"type=registry,ref={cache}"])
     assert statuses(report_b) == ["CACHED"] * 8
     assert counter.hits == 2, "no RUN may execute on machine B"
     assert image_b == image_a
-    # Lazy: B pushed to a registry that had every layer, so it downloaded none of them.
+    # Lazy: B pushed to a registry that had every layer, so it downloaded none of them ...
     assert not layer_digests(b, image_b) & blob_files(b.root)
+    # ... nor the steps blob (what explains misses: B had none).
+    manifest = requests.get(f"http://{registry.host}/v2/cache/app/manifests/buildcache",
+                            headers={"Accept": mt.OCI_MANIFEST}, timeout=10).json()
+    steps_blob = next(d["digest"] for d in manifest["layers"] if d["mediaType"] == STEPS_MEDIA_TYPE)
+    time.sleep(0.3)  # the registry logs a request after answering it
+    served = registry.log_path.read_bytes()[log_start:].decode(errors="replace")
+    assert "/v2/cache/app/manifests/buildcache" in served
+    assert steps_blob not in served
     # The layers are still there when something needs them: unpacking fetches them (verified).
     tree = image_tree(b, image_b, tmp_path / "tree")
     assert (tree / "fetched").read_text() == "run 1\nnumpy==2.0\n"
