@@ -55,6 +55,7 @@ class CacheImport:
         self.sources: list[_Source] = []
         self.warnings: list[str] = []
         self._lock = threading.Lock()
+        self._steps_lock = threading.Lock()  # a download under it must not hold up layer checks
         self._ready = threading.Event()
 
     @classmethod
@@ -115,7 +116,7 @@ class CacheImport:
     def _load_steps(self, source: _Source) -> None:
         """The steps (to explain a miss) come only when a miss needs them: a build cached to the
         end never downloads them."""
-        with self._lock:
+        with self._steps_lock:
             if source.config.steps_ref is None or source.steps_blob is None:
                 return
             try:

@@ -2,20 +2,20 @@
 
 A CI runner's checkout is new to the metadata cache, so every file the
 Dockerfile copies has to be read and hashed before the first COPY has a cache
-key: for 20,000 files that is most of a fully cached build. Started first
-thing, a forked helper process does that work on the other core while this
-process imports the solver, resolves base images and imports cache (threads
-would only take turns on the GIL). It parses the Dockerfile and selects the
-sources of every COPY/ADD without variables, exactly as the build's own
-prefetch does, sends each selection (entries and digests) back through a
-pipe, and then saves the digests in the metadata cache, as a concurrent
-build of the same tree would.
+key: for 20,000 files that is most of a fully cached build. ``start_warmup``
+forks a helper first thing; it walks the whole context on speculation (most
+Dockerfiles copy ``.``) while the build parses the Dockerfile, then hears
+which COPY/ADD sources without variables to select (the same keys as the
+build's own prefetch), hashes on the other core (threads would only take turns
+on the GIL) and sends back, through a pipe, each selection's digest and file
+map, then every digest it made. Last it saves those digests in the metadata
+cache, as a concurrent build of the same tree would.
 
 The build uses a selection only for exactly the COPY sources it was made
-for; any other selection walks the context itself (and finds the helper's
-digests in the metadata cache, under the cache's usual stat checks).
-Whatever goes wrong in the helper (a parse error, a missing source, a
-signal) just means the build walks and hashes for itself.
+for (and re-walks, checking the digest, only if that COPY runs); a walk of its
+own takes a helper's digest only where every stat field still matches.
+Whatever goes wrong in the helper (a parse error, a missing source, a signal)
+just means the build walks and hashes for itself.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from operator import itemgetter
+from operator import attrgetter
 from pathlib import Path
 
 # Off with PYBUILD_CONTEXT_WARMUP=0 (e.g. to measure a build without it).
@@ -238,7 +238,7 @@ def _read_frame(pipe, raw: bool = False):
     return data if raw else marshal.loads(data)
 
 
-_SOURCE, _FINGERPRINT = itemgetter(1), itemgetter(10)  # Entry fields (a test checks the positions)
+_SOURCE, _FINGERPRINT = attrgetter("source"), attrgetter("fingerprint")  # of an Entry, in C
 
 
 def _split(joined: str, count: int) -> list[str]:
@@ -280,8 +280,7 @@ def _helper(write_fd: int, keys_fd: int, context_dir: str, dockerfile: str, cach
             return
         with os.fdopen(keys_fd, "rb") as pipe:
             data = pipe.read()
-        keys = marshal.loads(data) if data else []
-        told.append([tuple((tuple(k[0]), tuple(k[1]), bool(k[2]))) for k in keys])
+        told.append(marshal.loads(data) if data else [])  # marshal keeps the keys' tuples
 
     def interrupt() -> None:
         hear(block=False)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.context import BuildContext, ContextError, Entry, MetadataCache
+from builder.context import BuildContext, ContextError, MetadataCache
 from builder.context.hashing import FileHasher
-from builder.context.warmup import _FINGERPRINT, _SOURCE, copy_source_keys, start_warmup, stages_up_to
+from builder.context.warmup import copy_source_keys, start_warmup, stages_up_to
 from builder.frontend import parse
 from tests.context.conftest import make_tree, sha
 
@@ -42,11 +42,6 @@ def test_keys_are_the_context_sources_without_variables_urls_or_stages() -> None
     ]
     # --target stops at that stage: the later stage's COPY is not worth hashing for.
     assert keys(DOCKERFILE, target="base") == [(("src",), (), False), ((".",), ("*.log",), False)]
-
-
-def test_entry_fields_sent_are_source_and_fingerprint() -> None:
-    entry = Entry("dest", "src/a", "file", 0o644, 0, 0, 1, "", 0, "sha256:x", "file 644 0:0 sha256:x")
-    assert (_SOURCE(entry), _FINGERPRINT(entry)) == (entry.source, entry.fingerprint)
 
 
 @pytest.fixture
