@@ -82,6 +82,14 @@ class TarReader:
             return chunk, self._spill_pos
         return self._raw.read(_READ_SIZE), 0
 
+    def _refill(self, buf, pos: int, need: int, name: str):
+        """``_fill`` from the (buffer, position) a reading loop keeps in locals, and the pair to
+        go on with; a stream that ends first is a truncated layer."""
+        self._buf, self._pos = buf, pos
+        if not self._fill(need):
+            raise LayerError(f"layer tar is truncated inside {name!r}")
+        return self._buf, self._pos
+
     def _fill(self, need: int) -> bool:
         """Make ``need`` bytes available from ``_pos``; False when the stream ends first.
 
@@ -186,11 +194,7 @@ class TarReader:
                 if name[-1:] != "/":
                     padded = (size + BLOCK - 1) & -BLOCK
                     if len(buf) - pos < padded:
-                        self._buf, self._pos = buf, pos
-                        full = self._fill(padded)
-                        buf, pos = self._buf, self._pos
-                        if not full:
-                            raise LayerError(f"layer tar is truncated inside {name!r}")
+                        buf, pos = self._refill(buf, pos, padded, name)
                     yield (name, mode, uid, gid, size, mtime, buf[pos:pos + size])
                     pos += padded
                     continue
@@ -236,11 +240,7 @@ class TarReader:
             if size <= inline:
                 padded = size + (-size % BLOCK)
                 if len(buf) - pos < padded:
-                    self._buf, self._pos = buf, pos
-                    full = self._fill(padded)
-                    buf, pos = self._buf, self._pos
-                    if not full:
-                        raise LayerError(f"layer tar is truncated inside {member.name!r}")
+                    buf, pos = self._refill(buf, pos, padded, member.name)
                 if member.type == REGULAR:
                     member.data = buf[pos:pos + size]
                 pos += padded
