@@ -147,6 +147,8 @@ class _SharedHashing:
         return True
 
     def _child(self, write_fd: int) -> None:
+        from builder.context.source import slim
+
         done: dict[int, list] = {}
         for c in range(self.chunks - 1, -1, -1):
             if self.claims[c]:
@@ -159,9 +161,7 @@ class _SharedHashing:
                 except ContextError:
                     out.append(None)  # the parent tries again and reports it
                     continue
-                out.append((digest, None if st is expect else (
-                    st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                    st.st_ino, st.st_dev, st.st_rdev)))
+                out.append((digest, None if st is expect else tuple(slim(st))))  # Stat fields
         with os.fdopen(write_fd, "wb") as pipe:
             pipe.write(marshal.dumps(done))
 
