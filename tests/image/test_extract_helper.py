@@ -51,6 +51,9 @@ def apply_both(tmp_path: Path, layers: list[bytes], monkeypatch, lower: dict[str
         for rel, data in (lower or {}).items():
             (target / rel).parent.mkdir(parents=True, exist_ok=True)
             (target / rel).write_bytes(data)
+        # Fixed times, so the two runs compare equal even across a second boundary.
+        for path in [p for p in target.rglob("*")] + [target]:
+            os.utime(path, (1_650_000_000, 1_650_000_000), follow_symlinks=False)
         error = None
         try:
             for blob in layers:
