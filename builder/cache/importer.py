@@ -9,9 +9,10 @@ location and downloads them only if a later step or an export reads them. A
 build that is cached to the end and only pushes to a registry that already
 has the layers downloads nothing but the cache document.
 
-Before a record is used, each of its layers must still exist at the source
-with the recorded size (one HEAD per layer, remembered); a record that fails
-any check is a miss, never an error.
+Before a record is used, each of its layers must exist at the source with the
+recorded size: a layer the registry's cache manifest lists is vouched for by the
+registry (it keeps every blob its manifests refer to), any other takes one HEAD,
+remembered. A record that fails any check is a miss, never an error.
 """
 from __future__ import annotations
 
@@ -195,7 +196,11 @@ def _load_registry(spec: CacheSpec, platform: str, store=None) -> _Source:
         raise
     location = {"type": "registry", "ref": f"{ref.registry}/{ref.repository}"}
 
+    listed = {(d.digest, d.size) for d in layer_descs}
+
     def has_layer(layer: CacheLayer) -> bool:
+        if (layer.digest, layer.size) in listed:
+            return True  # no request: the registry keeps what the manifest it served refers to
         return client.blob_size(layer.digest) in (layer.size, 0)  # 0: registry gave no length
 
     def steps_blob() -> bytes:

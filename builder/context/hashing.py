@@ -29,7 +29,11 @@ SMALL_FILE = 1 << 20  # read in one call below this size
 PARALLEL_FROM = 64 << 10  # files at least this big go to the thread pool
 SPLIT_FROM = 2000  # with split_small, this many small files are worth a second process
 _RETRIES = 3
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# O_NOATIME: hashing a context is not a use of its files, and on a fresh checkout the
+# access-time update is a journal write per file. Only a file's owner (or root) may ask
+# for it: the first refusal (EPERM) drops it for the rest of the process.
+_NOATIME = getattr(os, "O_NOATIME", 0)
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | _NOATIME
 
 
 @dataclass
@@ -83,7 +87,7 @@ def hash_file(path: str, display: str, expect: os.stat_result | None = None) -> 
                 return "sha256:" + hashlib.sha256(data).hexdigest(), expect
     for _ in range(_RETRIES):
         try:
-            fd = os.open(path, _OPEN_FLAGS)
+            fd = _open(path)
         except OSError as exc:
             raise _read_error(display, exc) from None
         try:
@@ -115,19 +119,37 @@ def hash_file(path: str, display: str, expect: os.stat_result | None = None) -> 
     raise ContextError(f"{display!r} in the build context kept changing while being hashed")
 
 
+def _open(path: str) -> int:
+    global _OPEN_FLAGS
+    try:
+        return os.open(path, _OPEN_FLAGS)
+    except PermissionError as exc:
+        if exc.errno != errno.EPERM or not _OPEN_FLAGS & _NOATIME:
+            raise
+        _OPEN_FLAGS &= ~_NOATIME  # not this file's owner: read without it from now on
+        return os.open(path, _OPEN_FLAGS)
+
+
 class _SharedHashing:
-    """Many small files hashed by this process and a forked child together.
+    """Many small files hashed by this process and, where a core is idle, a forked child.
 
     The files are cut into chunks; this process claims chunks from the front, the child
     from the back, each marking a byte in a shared anonymous mapping before starting one,
     so whichever is faster (the other core may be busy) does more and they meet wherever
     that is. If both ever take the same chunk it is just hashed twice. The child sends back
     ``{chunk: [(digest, stat fields or None when unchanged since the walk), ...]}``.
+
+    The child is forked only once a core idles (``spare_cpus``): looked at every few chunks
+    with ``fork_later`` (this process has no other threads, so forking stays safe), else
+    once, at the start. A second process competing for busy cores (say with the build
+    importing its modules) would only slow both down.
     """
 
     CHUNK = 64
+    LOOK_EVERY = 4  # chunks between looks for an idle core
+    IDLE_LOOKS = 2  # looks in a row that must find one
 
-    def __init__(self, work: list[tuple[str, str, "os.stat_result"]]) -> None:
+    def __init__(self, work: list[tuple[str, str, "os.stat_result"]], *, fork_later: bool = True) -> None:
         import mmap
 
         self.work = work
@@ -135,11 +157,25 @@ class _SharedHashing:
         self.claims = mmap.mmap(-1, self.chunks)  # MAP_SHARED: the child's marks are seen here
         self.pid = 0
         self.fd = -1
+        self.fork_later = fork_later
+        self._idle_looks = 0
+        if not fork_later:
+            self._start_if_idle()
+
+    def _start_if_idle(self) -> None:
+        from builder.cpus import spare_cpus
+
+        self._idle_looks = self._idle_looks + 1 if spare_cpus() >= 1 else 0
+        # Looks as it goes want two in a row: one often lands in a short gap of a busy
+        # process (a reply awaited); the one look before a thread pool starts is all there is.
+        if self._idle_looks >= (self.IDLE_LOOKS if self.fork_later else 1):
+            self.start()
 
     def start(self) -> bool:
-        """Fork the child; False (and nothing started) where it cannot be done safely."""
+        """Fork the child (one try); False (and nothing started) where it cannot be done safely."""
         from builder.context.forked import fork_worker
 
+        self.fork_later = False
         started = fork_worker(self._child)
         if started is None:
             return False
@@ -166,22 +202,26 @@ class _SharedHashing:
             pipe.write(marshal.dumps(done))
 
     def run(self) -> list:
-        """Hash from the front until meeting the child, then take its chunks; ``(digest, stat)``
-        per file, in order. Files the child could not do are done here (errors raise here)."""
+        """Hash from the front until meeting the child (if one started), then take its chunks;
+        ``(digest, stat)`` per file, in order. Files the child could not do are done here
+        (errors raise here)."""
         from builder.context.source import Stat
 
         results: list = [None] * len(self.work)
         mine = set()
+        look = self.LOOK_EVERY
         try:
             for c in range(self.chunks):
                 if self.claims[c]:
                     break
+                if self.fork_later and c % look == 0 and self.chunks - c > 2 * look:
+                    self._start_if_idle()
                 self.claims[c] = 1
                 mine.add(c)
                 base = c * self.CHUNK
                 for n, (path, display, expect) in enumerate(self.work[base:base + self.CHUNK]):
                     results[base + n] = hash_file(path, display, expect)
-            theirs = self._collect()
+            theirs = self._collect() if self.pid else {}
         finally:
             self.stop()
         for c in range(self.chunks):
@@ -292,13 +332,14 @@ class FileHasher:
         small = [i for i in misses if files[i][1].st_size < PARALLEL_FROM]
         pool = None
         shared = None
+        threaded = len(big) > 1 and self.workers > 1
         if self.split_small and len(small) >= SPLIT_FROM:
-            # Forked before any thread starts: forking is only safe from a single-threaded process.
-            shared = _SharedHashing([(prefix + files[i][0], files[i][0], files[i][1]) for i in small])
-            if not shared.start():
-                shared = None
+            # Forking is only safe from a single-threaded process: with a pool for the big
+            # files the child is forked (or not) now, before the pool's threads start.
+            shared = _SharedHashing([(prefix + files[i][0], files[i][0], files[i][1]) for i in small],
+                                    fork_later=not threaded)
         try:
-            if len(big) > 1 and self.workers > 1:
+            if threaded:
                 pool = ThreadPoolExecutor(max_workers=min(self.workers, len(big)))
                 futures = [(i, pool.submit(hash_file, prefix + files[i][0], files[i][0], files[i][1])) for i in big]
             else:

@@ -695,23 +695,10 @@ def _helper_mode() -> str:
 
 
 def _spare_cpus() -> int:
-    """Usable cores not running anything at this moment besides this process.
+    # The extraction helper costs a third more work in all: worth it only on an idle core.
+    from builder.cpus import spare_cpus
 
-    The helper process costs a third more work in all, which pays only on a core
-    that would otherwise idle; on a busy machine it would slow the apply down. The
-    count of runnable tasks now (not the load average, which the helper itself
-    would raise for the next minute) decides.
-    """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    try:
-        with open("/proc/loadavg", encoding="ascii") as f:
-            running = int(f.read().split()[3].split("/")[0])  # "0.50 0.40 0.30 2/345 678"
-    except (OSError, ValueError, IndexError):
-        return cpus - 1
-    return cpus - max(running, 1)  # this thread is one of the running ones
+    return spare_cpus()
 
 
 def _current_umask() -> int:

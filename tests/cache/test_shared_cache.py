@@ -75,6 +75,8 @@ def test_registry_cache_mode_max_rebuilds_nothing_on_an_empty_machine(machines, 
     served = registry.log_path.read_bytes()[log_start:].decode(errors="replace")
     assert "/v2/cache/app/manifests/buildcache" in served
     assert steps_blob not in served
+    # The cache manifest lists the layers, so the registry vouches for them: no HEAD each.
+    assert "HEAD /v2/cache/app/blobs/" not in served
     # The layers are still there when something needs them: unpacking fetches them (verified).
     tree = image_tree(b, image_b, tmp_path / "tree")
     assert (tree / "fetched").read_text() == "run 1\nnumpy==2.0\n"

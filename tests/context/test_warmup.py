@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from builder.context import BuildContext, ContextError, MetadataCache
-from builder.context.hashing import FileHasher
 from builder.context.warmup import copy_source_keys, start_warmup, stages_up_to
 from builder.frontend import parse
 from tests.context.conftest import make_tree, sha
@@ -142,15 +141,6 @@ def test_closing_early_stops_the_helper_and_leaves_no_process(tmp_path: Path) ->
         os.waitpid(warmup.pid, os.WNOHANG)  # reaped, not a zombie
 
 
-def test_split_hashing_gives_the_same_digests(tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "t", {f"f{i:05d}": os.urandom(i % 3000) for i in range(2500)})
-    files = sorted((p.name, os.lstat(p)) for p in root.iterdir())
-    alone = FileHasher(root).digests(files)
-    split = FileHasher(root)
-    split.split_small = True
-    assert [d for d, _ in split.digests(files)] == [d for d, _ in alone]
-
-
 def test_a_cli_build_with_and_without_the_helper_makes_the_same_image(tmp_path: Path, context: Path) -> None:
     def build(root: Path, **env) -> str:
         proc = subprocess.run(
@@ -252,3 +242,4 @@ def test_a_helper_that_never_answers_does_not_hold_the_build(monkeypatch, tmp_pa
     finally:
         os.close(write_fd)
         stuck.kill()
+
