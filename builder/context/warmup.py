@@ -8,8 +8,11 @@ Dockerfiles copy ``.``) while the build parses the Dockerfile, then hears
 which COPY/ADD sources without variables to select (the same keys as the
 build's own prefetch), hashes on the other core (threads would only take turns
 on the GIL) and sends back, through a pipe, each selection's digest and file
-map, then every digest it made. Last it saves those digests in the metadata
-cache, as a concurrent build of the same tree would.
+map. Then it saves the digests it made in the metadata cache, as a concurrent
+build of the same tree would, says so, and waits: a build that walks for itself
+(a COPY that runs, or one it did not prepare) asks it for every digest it made;
+one that is cached to the end never pays for them. It exits when the build
+closes its end of the request pipe.
 
 The build uses a selection only for exactly the COPY sources it was made
 for (and re-walks, checking the digest, only if that COPY runs); a walk of its
@@ -73,15 +76,18 @@ def stages_up_to(dockerfile, target: str | None) -> list:
 class ContextWarmup:
     """The build's handle on the helper process."""
 
-    def __init__(self, pid: int, read_fd: int) -> None:
+    def __init__(self, pid: int, read_fd: int, request_fd: int = -1) -> None:
         self.pid = pid
         self._root = ""
         self._selections: dict[SourceKey, tuple] = {}
         self._digests_raw = b""
         self._digests: dict[str, tuple] | None = None
+        self._request_fd = request_fd  # b"D" asks for every digest; closing it lets the helper go
+        self._request_lock = threading.Lock()
         self._received = threading.Event()  # the selections are in (or never will be)
-        self._digests_in = threading.Event()  # and every digest it made (or never will be)
-        self._exited = threading.Event()  # the helper has saved its digests and exited
+        self._saved = threading.Event()  # it has saved its digests (or never will)
+        self._digests_in = threading.Event()  # every digest it made, once asked (or never)
+        self._exited = threading.Event()  # the helper has exited
         self._reap_lock = threading.Lock()
         # Read as the helper writes, so it never blocks on a full pipe.
         threading.Thread(target=self._receive, args=(read_fd,), name="context-warmup", daemon=True).start()
@@ -93,6 +99,8 @@ class ContextWarmup:
                 if isinstance(message, tuple) and len(message) == 2 and isinstance(message[1], dict):
                     self._root, self._selections = message
                 self._received.set()
+                _read_frame(pipe)  # saved
+                self._saved.set()
                 # Kept as bytes: only a walk of the build's own unpacks it (the GIL is the
                 # build's while a cached build finishes).
                 self._digests_raw = _read_frame(pipe, raw=True)
@@ -100,8 +108,23 @@ class ContextWarmup:
             pass  # nothing (more) usable: the build walks and hashes for itself
         finally:
             self._received.set()
+            self._saved.set()
             self._digests_in.set()
         self._reap(block=True)
+
+    def _request(self, what: bytes | None) -> None:
+        """Send the helper ``what``, or (None) close the request pipe: it may exit once saved."""
+        with self._request_lock:
+            if self._request_fd < 0:
+                return
+            try:
+                if what is not None:
+                    os.write(self._request_fd, what)
+                    return
+            except OSError:
+                pass  # it is gone: the reader sees the end
+            os.close(self._request_fd)
+            self._request_fd = -1
 
     def selection(self, key: SourceKey, root: Path, reselect):
         """The helper's ``Selection`` for one COPY's sources in ``root`` (waiting for it), or None.
@@ -136,6 +159,8 @@ class ContextWarmup:
     def digests(self, timeout: float | None = None) -> dict[str, tuple]:
         """Every digest the helper knows, ``relpath -> (size, mtime, ctime, inode, device,
         digest)``, for a walk of the build's own to take where all stat fields still match."""
+        if not self._digests_in.is_set():
+            self._request(b"D")
         self._digests_in.wait(timeout)
         if self._digests is None and self._digests_in.is_set():
             try:
@@ -148,10 +173,11 @@ class ContextWarmup:
 
     def wait_saved(self, timeout: float | None = None) -> bool:
         """Wait until the helper has saved its digests in the metadata cache (or is gone)."""
-        return self._exited.wait(timeout)
+        return self._saved.wait(timeout)
 
     def close(self) -> None:
         """End the helper: let it finish saving (briefly), stop it if it is still walking."""
+        self._request(None)
         if not (self._received.is_set() and self._exited.wait(_SAVE_GRACE_S)):
             try:
                 os.kill(self.pid, signal.SIGKILL)
@@ -201,7 +227,7 @@ def start_warmup(context_dir: Path | str, dockerfile: Path | str, target: str | 
     if started is None:
         os.close(keys_write)
         return None
-    warmup = ContextWarmup(*started)
+    warmup = ContextWarmup(*started, request_fd=keys_write)
     from builder.frontend import parse
 
     try:
@@ -209,12 +235,10 @@ def start_warmup(context_dir: Path | str, dockerfile: Path | str, target: str | 
             keys = copy_source_keys(stages_up_to(parse(fh.read(), str(dockerfile)), target))
     except Exception:
         keys = []
-    with os.fdopen(keys_write, "wb") as pipe:
-        try:
-            if keys:
-                pipe.write(marshal.dumps(keys))
-        except OSError:
-            keys = []  # the helper is gone
+    if keys:
+        # The same pipe then carries the request for digests (or its end, which lets the helper go).
+        data = marshal.dumps(keys)
+        warmup._request(len(data).to_bytes(8, "little") + data)
     if not keys:
         warmup.close()
         return None
@@ -270,17 +294,19 @@ def _helper(write_fd: int, keys_fd: int, context_dir: str, dockerfile: str, cach
     # A new store has no cache yet: creating its database is for after the selections.
     known_before = cache.load_relative(ctx.root) if cache.path.is_file() else {}
     hasher.preload(known_before)
-    hasher.split_small = True  # this process is single-threaded and the build is mostly waiting
+    hasher.split_small = True  # single-threaded: a second hasher is forked while a core idles
     started = time.time_ns()
 
     told: list = []  # [keys] once the build has parsed the Dockerfile ([[]]: nothing to do)
+    requests = os.fdopen(keys_fd, "rb")  # the keys, then the build's request for digests
 
     def hear(block: bool) -> None:
         if told or not (block or select.select([keys_fd], [], [], 0)[0]):
             return
-        with os.fdopen(keys_fd, "rb") as pipe:
-            data = pipe.read()
-        told.append(marshal.loads(data) if data else [])  # marshal keeps the keys' tuples
+        try:
+            told.append(_read_frame(requests))  # marshal keeps the keys' tuples
+        except (OSError, ValueError, EOFError, TypeError):
+            told.append([])  # the build closed the pipe: nothing to select
 
     def interrupt() -> None:
         hear(block=False)
@@ -322,14 +348,22 @@ def _helper(write_fd: int, keys_fd: int, context_dir: str, dockerfile: str, cach
     with os.fdopen(write_fd, "wb") as pipe:
         _write_frame(pipe, (str(ctx.root), selections))
         pipe.flush()
-        # Then every digest, for a COPY that runs (or one it did not prepare) to walk with.
-        _write_frame(pipe, known)
-    # The build has what it needs; the digests are saved for the builds after it (as of when
-    # reading began, for the racy-file rule).
-    root = str(ctx.root)
-    complete = ctx.complete_walk(whole) if whole is not None else None
-    for rel, entry in known.items():
-        if known_before.get(rel) != entry:
-            cache.record(root, rel, entry[:5], entry[5], started)
-    cache.flush(prune={root: complete} if complete is not None else None)
-    cache.close()
+        # The build has what a cached COPY needs; the digests are saved for the builds after
+        # it (as of when reading began, for the racy-file rule) ...
+        try:
+            root = str(ctx.root)
+            complete = ctx.complete_walk(whole) if whole is not None else None
+            for rel, entry in known.items():
+                if known_before.get(rel) != entry:
+                    cache.record(root, rel, entry[:5], entry[5], started)
+            cache.flush(prune={root: complete} if complete is not None else None)
+            cache.close()
+        finally:
+            _write_frame(pipe, True)  # saved
+            pipe.flush()
+        # ... and sent to this build only if it walks for itself (a COPY that runs, or one not
+        # prepared here). The end of the pipe says it will not.
+        while asked := requests.read(1):
+            if asked == b"D":
+                _write_frame(pipe, known)
+                break

@@ -104,6 +104,19 @@ def test_a_walk_of_the_builds_own_takes_the_helpers_digests(context: Path, tmp_p
         warmup.close()
 
 
+def test_a_build_cached_to_the_end_is_never_sent_the_digests(context: Path, tmp_path: Path) -> None:
+    warmup = started(context, tmp_path / "cache")
+    with BuildContext.from_directory(context) as ctx:
+        made = warmup.selection(((".",), (), False), ctx.root, lambda: ctx.select(["."]))
+        assert made is not None and made.digest == ctx.select(["."]).digest
+    assert warmup.wait_saved(timeout=30)
+    time.sleep(0.2)
+    assert _alive(warmup.pid)  # saved, and waiting to hear whether the build wants its digests
+    warmup.close()  # it does not: the helper exits without sending them
+    assert not _alive(warmup.pid)
+    assert warmup._digests_raw == b"" and warmup.digests() == {}
+
+
 def test_a_file_changed_after_its_walk_is_not_taken_on_trust(context: Path, tmp_path: Path) -> None:
     warmup = started(context, tmp_path / "cache")
     try:
