@@ -47,6 +47,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
+from builder import cpus
 from builder.image.compress import ReadAhead, open_layer_stream, read_ahead
 from builder.image.errors import LayerError
 from builder.image.extract_helper import CHMOD, CHOWN, FileCreator
@@ -245,7 +246,7 @@ class _Applier:
 
     def run(self, stream: BinaryIO, threaded: bool = False) -> None:
         """Extract ``stream``; ``threaded``: it is produced on a thread (which takes a core)."""
-        if self.helper_mode == "auto" and _spare_cpus() - threaded < 1:
+        if self.helper_mode == "auto" and cpus.spare_cpus() - threaded < 1:
             self.helper_mode = "off"  # no core to spare: the helper would only add work
         reader = TarReader(stream)
         self.entries = self.bytes = 0
@@ -692,13 +693,6 @@ def _helper_mode() -> str:
     if text not in ("auto", "off", "always"):
         raise LayerError(f"${HELPER_ENV}={text!r}: choose auto, off or always")
     return text
-
-
-def _spare_cpus() -> int:
-    # The extraction helper costs a third more work in all: worth it only on an idle core.
-    from builder.cpus import spare_cpus
-
-    return spare_cpus()
 
 
 def _current_umask() -> int:
