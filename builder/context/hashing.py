@@ -80,9 +80,7 @@ def hash_file(path: str, display: str, expect: os.stat_result | None = None) -> 
                 after = None
             finally:
                 os.close(fd)
-            if (after is not None and len(data) == expect.st_size and after.st_ino == expect.st_ino
-                    and after.st_dev == expect.st_dev and after.st_size == expect.st_size
-                    and after.st_mtime_ns == expect.st_mtime_ns and after.st_ctime_ns == expect.st_ctime_ns
+            if (after is not None and len(data) == expect.st_size and stat_key(after) == stat_key(expect)
                     and stat.S_ISREG(after.st_mode)):
                 return "sha256:" + hashlib.sha256(data).hexdigest(), expect
     for _ in range(_RETRIES):
@@ -171,16 +169,14 @@ class _SharedHashing:
         if self._idle_looks >= (self.IDLE_LOOKS if self.fork_later else 1):
             self.start()
 
-    def start(self) -> bool:
-        """Fork the child (one try); False (and nothing started) where it cannot be done safely."""
+    def start(self) -> None:
+        """Fork the child (one try; none where it cannot be done safely: this process hashes all)."""
         from builder.context.forked import fork_worker
 
         self.fork_later = False
         started = fork_worker(self._child)
-        if started is None:
-            return False
-        self.pid, self.fd = started
-        return True
+        if started is not None:
+            self.pid, self.fd = started
 
     def _child(self, write_fd: int) -> None:
         from builder.context.source import slim

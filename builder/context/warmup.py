@@ -235,20 +235,21 @@ def start_warmup(context_dir: Path | str, dockerfile: Path | str, target: str | 
             keys = copy_source_keys(stages_up_to(parse(fh.read(), str(dockerfile)), target))
     except Exception:
         keys = []
-    if keys:
-        # The same pipe then carries the request for digests (or its end, which lets the helper go).
-        data = marshal.dumps(keys)
-        warmup._request(len(data).to_bytes(8, "little") + data)
     if not keys:
         warmup.close()
         return None
+    # The same pipe then carries the request for digests (or its end, which lets the helper go).
+    warmup._request(_frame(keys))
     return warmup
 
 
-def _write_frame(pipe, value) -> None:
+def _frame(value) -> bytes:
     data = marshal.dumps(value)
-    pipe.write(len(data).to_bytes(8, "little"))
-    pipe.write(data)
+    return len(data).to_bytes(8, "little") + data
+
+
+def _write_frame(pipe, value) -> None:
+    pipe.write(_frame(value))
 
 
 def _read_frame(pipe, raw: bool = False):
